@@ -1,0 +1,1 @@
+"""Evaluation and benchmark scripts: they score the product from outside, through its public services."""

@@ -1,0 +1,149 @@
+"""The answer service: retrieve, build the prompt, generate with the local LLM, cite."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rag.citations import MarkerFilter, attribute_by_overlap, cited_indices
+from rag.embedding import Embedder
+from rag.generation import GenerationEngine, GenerationParams
+from rag.prompting import ContextSource, PromptContext, build_messages, select_context
+from rag.retrieval import Retriever
+from rag.schemas import Answer, Citation, RetrievedChunk, Timings, Usage
+from rag.settings import Settings
+
+SNIPPET_CHARS = 300
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+class AnswerService:
+    """Answers a question from the store, streaming text, then the full :class:`Answer`."""
+
+    def __init__(
+        self, settings: Settings, retriever: Retriever, embedder: Embedder, engine: GenerationEngine
+    ) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.embedder = embedder
+        self.engine = engine
+
+    def params(
+        self, max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+        seed: int | None = None,
+    ) -> GenerationParams:
+        llm = self.settings.llm
+        return GenerationParams(
+            max_new_tokens=min(max_tokens or llm.max_new_tokens, llm.max_new_tokens),
+            temperature=llm.temperature if temperature is None else temperature,
+            top_p=llm.top_p if top_p is None else top_p,
+            seed=seed,
+        )
+
+    def answer(self, question: str, **kwargs) -> Answer:  # noqa: ANN003
+        for event in self.stream(question, **kwargs):
+            if isinstance(event, Answer):
+                return event
+        raise RuntimeError("answer stream ended without a final answer")  # pragma: no cover
+
+    def stream(
+        self,
+        question: str,
+        *,
+        top_k: int | None = None,
+        params: GenerationParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TextDelta | Answer]:
+        started = time.perf_counter()
+        chunks = self.retriever.retrieve(question, top_k)
+        relevant = [c for c in chunks if c.score >= self.settings.retrieval.min_score]
+        context = select_context(question, relevant, self.embedder, self.settings.prompt) if relevant else None
+        retrieved = time.perf_counter()
+        timings = Timings(retrieval_ms=_ms(retrieved - started))
+        params = params or self.params()
+        if context is None or not context.sources:
+            refusal = self.settings.prompt.refusal
+            yield TextDelta(refusal)
+            timings.total_ms = _ms(time.perf_counter() - started)
+            yield self._final(question, refusal, False, [], chunks, timings, Usage())
+            return
+
+        context = self._fit_window(question, context, params.max_new_tokens)
+        generation = self.engine.stream(build_messages(question, context), params, cancel)
+        # Only numbers that were shown to the model are valid markers; in sentences mode there are none.
+        markers = MarkerFilter({s.index for s in context.sources} if context.numbered else set())
+        parts: list[str] = []
+        for piece in generation:
+            text = markers.feed(piece)
+            if text:
+                parts.append(text)
+                yield TextDelta(text)
+        tail = markers.flush()
+        answer = ("".join(parts) + tail).strip()
+        found = bool(answer) and self.settings.prompt.refusal.lower().rstrip(".") not in answer.lower()
+        suffix, attributed = "", "model"
+        if found and not cited_indices(answer):
+            suffix, attributed = attribute_by_overlap(answer, context.sources), "overlap"
+            if not suffix:
+                # The answer shares no words with any source: cite the passage the model was given first.
+                best = max(context.sources, key=lambda s: s.score)
+                suffix, attributed = f" [{best.index}]", "context"
+        if tail or suffix:
+            yield TextDelta(tail + suffix)
+        citations = self._citations(answer + suffix, context.sources, attributed) if found else []
+        timings.generation_ms = _ms((generation.finished_at or time.perf_counter()) - retrieved)
+        if generation.first_token_at is not None:
+            timings.time_to_first_token_ms = _ms(generation.first_token_at - started)
+        timings.total_ms = _ms(time.perf_counter() - started)
+        usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens)
+        yield self._final(question, answer + suffix, found, citations, chunks, timings, usage)
+
+    def _fit_window(self, question: str, context: PromptContext, answer_tokens: int) -> PromptContext:
+        """Drop the weakest sources until prompt + answer fit the model's context window.
+
+        Sentences mode is already bounded by ``prompt.max_sentences``; whole chunks can overflow.
+        """
+        budget = self.settings.llm.context_window - answer_tokens
+        while context.numbered and len(context.sources) > 1:
+            prompt = "\n".join(m["content"] for m in build_messages(question, context))
+            if self.engine.count_tokens(prompt) <= budget:
+                break
+            context = PromptContext(context.sources[:-1], context.sentences, context.mode)
+        return context
+
+    def _final(
+        self, question: str, text: str, found: bool, citations: list[Citation], chunks: list[RetrievedChunk],
+        timings: Timings, usage: Usage,
+    ) -> Answer:
+        return Answer(
+            question=question, answer=text, found=found, citations=citations, chunks=chunks,
+            model=self.engine.model_id, model_sha256=self.engine.model_sha256, timings=timings, usage=usage,
+        )
+
+    @staticmethod
+    def _citations(answer: str, sources: list[ContextSource], attributed: str) -> list[Citation]:
+        by_index = {s.index: s for s in sources}
+        citations = []
+        for n in cited_indices(answer):
+            source = by_index.get(n)
+            if source is None:
+                continue
+            chunk = source.chunk
+            citations.append(
+                Citation(
+                    index=n, chunk_id=chunk.id, document_id=str(chunk.metadata.get("doc_id", "")),
+                    source=chunk.source, title=chunk.title, page=chunk.page, heading=chunk.heading,
+                    snippet=(source.best_sentence or source.text)[:SNIPPET_CHARS], score=round(chunk.score, 4), attributed=attributed,
+                )
+            )
+        return citations

@@ -1,0 +1,74 @@
+"""Embedding seam and its sentence-transformers implementation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from rag.errors import ModelNotReadyError
+from rag.model_files import find_sentence_transformers_folder, resolve_model_path
+from rag.settings import EmbeddingSettings
+
+
+class Embedder(Protocol):
+    """Turns texts into vectors and counts tokens the way the model does."""
+
+    model_id: str
+
+    def load(self) -> None: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed_query(self, text: str) -> list[float]: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model; vectors are L2-normalised so cosine = dot product."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self.settings = settings
+        self.model_id = settings.model
+        self._model = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            from sentence_transformers import SentenceTransformer
+
+            folder = find_sentence_transformers_folder(resolve_model_path(self.settings.model, kind="embedding"))
+            self._model = SentenceTransformer(
+                str(folder), device=resolve_device(self.settings.device), local_files_only=True
+            )
+
+    @property
+    def model(self):  # noqa: ANN201 - sentence_transformers type is imported lazily
+        if self._model is None:
+            raise ModelNotReadyError("the embedding model is not loaded yet: call load() or wait for /readyz")
+        return self._model
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.model.encode(
+            list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([self.settings.query_prefix + text])[0]
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenizer.encode(text, add_special_tokens=False)

@@ -1,0 +1,63 @@
+"""One error hierarchy. Each error has a stable code, an HTTP status and a message that says how to fix it."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error this product raises on purpose."""
+
+    code = "rag_error"
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail or {}
+
+
+class ConfigError(RagError):
+    code = "config_invalid"
+    title = "Invalid configuration"
+
+
+class ModelNotFoundError(ConfigError):
+    code = "model_not_found"
+    title = "Model not found"
+
+
+class ModelNotReadyError(RagError):
+    code = "model_not_ready"
+    status = 503
+    title = "Models are still loading"
+
+
+class InvalidRequestError(RagError):
+    code = "invalid_request"
+    status = 400
+    title = "Invalid request"
+
+
+class StoreError(RagError):
+    code = "store_error"
+    title = "Vector store error"
+
+
+class DocumentError(RagError):
+    """A single document could not be read; the rest of the batch goes on."""
+
+    code = "document_unreadable"
+    status = 422
+    title = "Document could not be read"
+
+
+class UnsupportedFormatError(DocumentError):
+    code = "unsupported_format"
+
+
+class EmptyDocumentError(DocumentError):
+    code = "empty_document"
+
+
+class EncryptedDocumentError(DocumentError):
+    code = "encrypted_document"

@@ -1,0 +1,223 @@
+"""Generation seam and the transformers engine that runs a local open model (HF folder or GGUF file)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from rag.embedding import resolve_device
+from rag.errors import ConfigError, ModelNotFoundError, ModelNotReadyError
+from rag.model_files import find_gguf, resolve_model_path, sha256_file, weights_sha256
+from rag.settings import LLMSettings
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+@dataclass
+class GenerationParams:
+    max_new_tokens: int = 160
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """A running generation: iterate it for text pieces; counts are final once iteration ends."""
+
+    pieces: Iterator[str]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self.pieces:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            yield piece
+        self.finished_at = time.perf_counter()
+
+
+class GenerationEngine(Protocol):
+    """Anything that turns chat messages into streamed text."""
+
+    model_id: str
+    model_sha256: str | None
+
+    def load(self) -> None: ...
+
+    def stream(
+        self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Generation: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class TransformersEngine:
+    """A causal LM through transformers, on CPU or GPU. Requests run one at a time behind a lock."""
+
+    def __init__(self, settings: LLMSettings, cache_dir: Path) -> None:
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.model_id = settings.model_id or settings.model
+        self.model_sha256: str | None = None
+        self.device = "cpu"
+        self._model = None
+        self._tokenizer = None
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        with self._load_lock:
+            if self._model is None:
+                self._load()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = resolve_device(self.settings.device)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("llm.device is 'cuda' but no CUDA device is visible: set llm.device to cpu or auto")
+        root = resolve_model_path(self.settings.model, kind="LLM")
+        gguf = find_gguf(root, self.settings.gguf_file)
+        started = time.perf_counter()
+        if gguf is not None:
+            self.model_sha256 = sha256_file(gguf)
+            self.model_id = self.settings.model_id or gguf.stem
+            folder, kwargs = self._gguf_source(gguf)
+        else:
+            if not (root / "config.json").is_file():
+                raise ModelNotFoundError(f"{root} holds neither config.json nor a .gguf file: not an LLM folder")
+            self.model_sha256 = weights_sha256(root)
+            self.model_id = self.settings.model_id or root.name
+            folder, kwargs = root, {}
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, **kwargs)
+        model.to(self.device).eval()
+        if gguf is not None and "gguf_file" in kwargs and self.settings.cache_converted:
+            self._save_converted(model, tokenizer)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._tokenizer, self._model = tokenizer, model
+        log.info("loaded %s (%s) on %s in %.1fs", self.model_id, self.model_sha256[:12], self.device,
+                 time.perf_counter() - started)
+
+    def _converted_dir(self) -> Path:
+        assert self.model_sha256
+        return self.cache_dir / f"converted-{self.model_sha256[:16]}"
+
+    def _gguf_source(self, gguf: Path) -> tuple[Path, dict]:
+        """Dequantising GGUF takes ~15 s on 2 cores; a converted copy keyed by the GGUF's hash loads in ~1 s."""
+        converted = self._converted_dir()
+        if self.settings.cache_converted and (converted / "complete").is_file():
+            return converted, {}
+        return gguf.parent, {"gguf_file": gguf.name}
+
+    def _save_converted(self, model, tokenizer) -> None:  # noqa: ANN001
+        target = self._converted_dir()
+        partial = target.with_name(target.name + ".partial")
+        try:
+            # transformers marks GGUF-loaded models as quantized, but the tensors are already dequantized:
+            # drop that marker so save_pretrained writes plain safetensors.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+            (partial / "source.sha256").write_text(self.model_sha256 or "")
+            (partial / "complete").write_text("")
+            partial.replace(target)
+        except (OSError, ValueError) as exc:  # a read-only data dir only costs start-up time
+            log.warning("could not cache converted weights in %s: %s", target, exc)
+
+    def _require(self):  # noqa: ANN202
+        if self._model is None or self._tokenizer is None:
+            raise ModelNotReadyError("the language model is still loading: retry when /readyz says ready")
+        return self._model, self._tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        _, tokenizer = self._require()
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    def prompt_ids(self, messages: list[Message]):  # noqa: ANN201
+        _, tokenizer = self._require()
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+
+    def stream(
+        self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Generation:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        model, tokenizer = self._require()
+        inputs = self.prompt_ids(messages).to(self.device)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        cancel = cancel or threading.Event()
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        counter = {"new": 0}
+
+        class _StopOnCancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:  # noqa: ANN001, ANN003
+                counter["new"] = int(input_ids.shape[1]) - prompt_len
+                return cancel.is_set()
+
+        sampling = params.temperature > 0
+        generate_kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sampling,
+            temperature=params.temperature if sampling else None,
+            top_p=params.top_p if sampling else None,
+            top_k=None,
+            stopping_criteria=StoppingCriteriaList([_StopOnCancel()]),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            with self._generate_lock:
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                try:
+                    with torch.inference_mode():
+                        model.generate(**generate_kwargs)
+                except BaseException as exc:  # surfaced to the consumer below
+                    errors.append(exc)
+                    streamer.end()
+
+        thread = threading.Thread(target=run, name="generate", daemon=True)
+        generation = Generation(pieces=iter(()), prompt_tokens=prompt_len)
+
+        def pieces() -> Iterator[str]:
+            thread.start()
+            try:
+                for piece in streamer:
+                    if piece:
+                        yield piece
+            finally:
+                cancel.set()  # the consumer stopped early (client gone): free the model
+                thread.join()
+                generation.completion_tokens = counter["new"]
+            if errors:
+                raise errors[0]
+
+        generation.pieces = pieces()
+        return generation

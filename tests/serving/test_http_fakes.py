@@ -1,0 +1,86 @@
+"""HTTP contract over fakes: shapes, errors, readiness. A real uvicorn server, the official openai client."""
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ingest.pipeline import IngestService
+from rag.container import Container
+from rag.store import ChromaStore
+from serving.app import create_app
+from tests.fakes import EchoEngine, HashEmbedder
+from tests.serving.server import running
+
+
+@pytest.fixture
+def base_url(fake_container, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
+    IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking).ingest_paths([docs])
+    with running(create_app(container=fake_container)) as url:
+        yield url
+
+
+def test_openai_client_non_stream_and_stream(base_url):
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    question = [{"role": "user", "content": "How long must passphrases be?"}]
+    response = client.chat.completions.create(model="echo", messages=question)
+    assert "14 characters" in response.choices[0].message.content
+    assert response.model_extra["citations"][0]["title"] == "IT security"
+    chunks = list(client.chat.completions.create(model="echo", messages=question, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == response.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra["citations"] == response.model_extra["citations"]
+
+
+def test_errors_are_problem_json_with_the_openai_error_member(base_url):
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="echo", messages=[])
+    assert raised.value.status_code == 400
+    response = httpx.post(base_url + "/v1/query", json={"question": ""})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"].endswith("/invalid_request") and body["status"] == 400 and "question" in body["detail"]
+    assert "Traceback" not in response.text
+    assert httpx.get(base_url + "/nope").json()["code"] == "not_found"
+
+
+def test_native_query_retrieve_models_health(base_url):
+    query = httpx.post(base_url + "/v1/query", json={"question": "How long must passphrases be?"}).json()
+    assert query["found"] and query["citations"] and query["chunks"]
+    assert set(query["timings"]) >= {"retrieval_ms", "generation_ms", "total_ms"} and query["model"] == "echo"
+    retrieved = httpx.post(base_url + "/v1/retrieve", json={"query": "passphrase length", "top_k": 1}).json()
+    assert len(retrieved["chunks"]) == 1 and "14 characters" in retrieved["chunks"][0]["text"]
+    assert httpx.get(base_url + "/v1/models").json()["data"][0]["id"] == "echo"
+    assert httpx.get(base_url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(base_url + "/readyz").json()["status"] == "ready"
+
+
+class SlowEngine(EchoEngine):
+    def load(self) -> None:
+        raise RuntimeError("weights missing")
+
+
+def test_not_ready_gives_503_with_retry_after(fake_settings):
+    container = Container(fake_settings, HashEmbedder(), SlowEngine(), ChromaStore(fake_settings.data_dir / "c", "test"))
+    with running(create_app(container=container)) as url:
+        assert httpx.get(url + "/healthz").status_code == 200
+        for _ in range(100):  # loading runs in the background; wait for it to fail
+            ready = httpx.get(url + "/readyz")
+            if ready.json()["code"] == "model_load_failed":
+                break
+            assert ready.status_code == 503 and ready.headers["retry-after"]
+            time.sleep(0.05)
+        assert ready.status_code == 503 and ready.json()["code"] == "model_load_failed"
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+        assert raised.value.status_code == 503
+        assert "weights missing" in raised.value.response.json()["detail"]
