@@ -42,9 +42,11 @@ def main() -> None:
         service = IngestService(container.embedder, container.store, settings.chunking)
         report = service.ingest_paths([args.corpus])
         chunks = report.chunks_embedded
-        print(f"ingest: {len(report.files)} files, {chunks} chunks, {report.tokens_embedded} tokens in "
-              f"{report.seconds:.2f}s -> {chunks / report.seconds:.1f} chunks/s, "
-              f"{report.tokens_embedded / report.seconds:.0f} tokens/s (embedder load {embed_load:.1f}s excluded)")
+        print(
+            f"ingest: {len(report.files)} files, {chunks} chunks, {report.tokens_embedded} tokens in "
+            f"{report.seconds:.2f}s -> {chunks / report.seconds:.1f} chunks/s, "
+            f"{report.tokens_embedded / report.seconds:.0f} tokens/s (embedder load {embed_load:.1f}s excluded)"
+        )
 
         started = time.perf_counter()
         container.engine.load()
@@ -78,8 +80,10 @@ def main() -> None:
             print(f"  first token ms p50 {statistics.median(ttft):7.1f}  p95 {percentile(ttft, 0.95):7.1f}")
         print(f"  total ms       p50 {statistics.median(total):7.1f}  p95 {percentile(total, 0.95):7.1f}")
         if rates:
-            print(f"generation: {tokens} tokens, {statistics.median(rates):.1f} tokens/s median per answer "
-                  f"({tokens / (sum(generation) / 1000):.1f} tokens/s overall incl. prefill)")
+            print(
+                f"generation: {tokens} tokens, {statistics.median(rates):.1f} tokens/s median per answer "
+                f"({tokens / (sum(generation) / 1000):.1f} tokens/s overall incl. prefill)"
+            )
 
 
 if __name__ == "__main__":

@@ -123,8 +123,9 @@ class IngestService:
         stored = self.store.document_chunks(doc_id)
         if stored and all(meta.get("file_hash") == file_hash for meta in stored.values()):
             return FileResult(path, "unchanged", chunks=len(stored))
-        records = self.chunker.chunk(read_document(path), doc_id=doc_id, source=str(path.resolve()),
-                                     file_hash=file_hash)
+        records = self.chunker.chunk(
+            read_document(path), doc_id=doc_id, source=str(path.resolve()), file_hash=file_hash
+        )
         if not records:
             raise DocumentError(f"{path.name}: no text to index")
         present = self.store.existing_ids(r.id for r in records)
@@ -136,5 +137,4 @@ class IngestService:
         stale = sorted(set(stored) - {r.id for r in records})
         self.store.delete(stale)  # after the upsert: a crash in between leaves extra chunks, never missing ones
         tokens = sum(len(self.embedder.tokenize(r.embed_text)) for r in new)
-        return FileResult(path, "updated" if stored else "added", chunks=len(records), embedded=len(new),
-                          tokens=tokens)
+        return FileResult(path, "updated" if stored else "added", chunks=len(records), embedded=len(new), tokens=tokens)

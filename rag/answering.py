@@ -30,16 +30,17 @@ def _ms(seconds: float) -> float:
 class AnswerService:
     """Answers a question from the store, streaming text, then the full :class:`Answer`."""
 
-    def __init__(
-        self, settings: Settings, retriever: Retriever, embedder: Embedder, engine: GenerationEngine
-    ) -> None:
+    def __init__(self, settings: Settings, retriever: Retriever, embedder: Embedder, engine: GenerationEngine) -> None:
         self.settings = settings
         self.retriever = retriever
         self.embedder = embedder
         self.engine = engine
 
     def params(
-        self, max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+        self,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
         seed: int | None = None,
     ) -> GenerationParams:
         llm = self.settings.llm
@@ -122,12 +123,25 @@ class AnswerService:
         return context
 
     def _final(
-        self, question: str, text: str, found: bool, citations: list[Citation], chunks: list[RetrievedChunk],
-        timings: Timings, usage: Usage,
+        self,
+        question: str,
+        text: str,
+        found: bool,
+        citations: list[Citation],
+        chunks: list[RetrievedChunk],
+        timings: Timings,
+        usage: Usage,
     ) -> Answer:
         return Answer(
-            question=question, answer=text, found=found, citations=citations, chunks=chunks,
-            model=self.engine.model_id, model_sha256=self.engine.model_sha256, timings=timings, usage=usage,
+            question=question,
+            answer=text,
+            found=found,
+            citations=citations,
+            chunks=chunks,
+            model=self.engine.model_id,
+            model_sha256=self.engine.model_sha256,
+            timings=timings,
+            usage=usage,
         )
 
     @staticmethod
@@ -141,9 +155,16 @@ class AnswerService:
             chunk = source.chunk
             citations.append(
                 Citation(
-                    index=n, chunk_id=chunk.id, document_id=str(chunk.metadata.get("doc_id", "")),
-                    source=chunk.source, title=chunk.title, page=chunk.page, heading=chunk.heading,
-                    snippet=(source.best_sentence or source.text)[:SNIPPET_CHARS], score=round(chunk.score, 4), attributed=attributed,
+                    index=n,
+                    chunk_id=chunk.id,
+                    document_id=str(chunk.metadata.get("doc_id", "")),
+                    source=chunk.source,
+                    title=chunk.title,
+                    page=chunk.page,
+                    heading=chunk.heading,
+                    snippet=(source.best_sentence or source.text)[:SNIPPET_CHARS],
+                    score=round(chunk.score, 4),
+                    attributed=attributed,
                 )
             )
         return citations

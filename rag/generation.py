@@ -114,8 +114,13 @@ class TransformersEngine:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer, self._model = tokenizer, model
-        log.info("loaded %s (%s) on %s in %.1fs", self.model_id, self.model_sha256[:12], self.device,
-                 time.perf_counter() - started)
+        log.info(
+            "loaded %s (%s) on %s in %.1fs",
+            self.model_id,
+            self.model_sha256[:12],
+            self.device,
+            time.perf_counter() - started,
+        )
 
     def _converted_dir(self) -> Path:
         assert self.model_sha256

@@ -76,9 +76,7 @@ def weights_sha256(folder_or_file: Path) -> str:
     """One hash over the weight files (GGUF, safetensors or bin), so answers can name the exact weights."""
     if folder_or_file.is_file():
         return sha256_file(folder_or_file)
-    files = sorted(
-        p for p in folder_or_file.iterdir() if p.suffix in {".safetensors", ".bin", ".gguf"} and p.is_file()
-    )
+    files = sorted(p for p in folder_or_file.iterdir() if p.suffix in {".safetensors", ".bin", ".gguf"} and p.is_file())
     if not files:
         raise ModelNotFoundError(f"no weight files (.safetensors, .bin, .gguf) in {folder_or_file}")
     if len(files) == 1:

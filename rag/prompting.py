@@ -72,8 +72,7 @@ def select_context(
         return PromptContext([], [], "sentences")
     vectors = np.asarray(embedder.embed_documents([question] + [s for _, s in sentences]))
     scores = vectors[1:] @ vectors[0]
-    order = [int(i) for i in np.argsort(-scores)[: settings.max_sentences]
-             if scores[i] >= settings.min_sentence_score]
+    order = [int(i) for i in np.argsort(-scores)[: settings.max_sentences] if scores[i] >= settings.min_sentence_score]
     kept: dict[int, list[int]] = {}
     for i in order:
         kept.setdefault(sentences[i][0], []).append(i)
@@ -82,15 +81,26 @@ def select_context(
         if ci in kept:
             ids = sorted(kept[ci])
             best = max(ids, key=lambda i: scores[i])
-            sources.append(ContextSource(len(sources) + 1, chunk, " ".join(sentences[i][1] for i in ids),
-                                         sentences[best][1], float(scores[best])))
+            sources.append(
+                ContextSource(
+                    len(sources) + 1,
+                    chunk,
+                    " ".join(sentences[i][1] for i in ids),
+                    sentences[best][1],
+                    float(scores[best]),
+                )
+            )
     return PromptContext(sources, [sentences[i][1] for i in order], "sentences")
 
 
 def build_messages(question: str, context: PromptContext) -> list[dict[str, str]]:
     if context.numbered:
         text = "\n".join(f"[{s.index}] ({label(s.chunk)}) {s.text}" for s in context.sources)
-        return [{"role": "system", "content": CHUNKS_SYSTEM},
-                {"role": "user", "content": f"Sources:\n{text}\n\nQuestion: {question}"}]
-    return [{"role": "system", "content": SENTENCES_SYSTEM},
-            {"role": "user", "content": f"Text: {' '.join(context.sentences)}\n\nQuestion: {question}"}]
+        return [
+            {"role": "system", "content": CHUNKS_SYSTEM},
+            {"role": "user", "content": f"Sources:\n{text}\n\nQuestion: {question}"},
+        ]
+    return [
+        {"role": "system", "content": SENTENCES_SYSTEM},
+        {"role": "user", "content": f"Text: {' '.join(context.sentences)}\n\nQuestion: {question}"},
+    ]

@@ -68,7 +68,9 @@ class PromptSettings(BaseModel):
     )
     max_sentences: int = Field(3, ge=1, le=100, description="Sentences kept in `sentences` mode.")
     min_sentence_score: float = Field(
-        0.45, ge=-1.0, le=1.0,
+        0.45,
+        ge=-1.0,
+        le=1.0,
         description="In `sentences` mode, decline when no sentence is at least this similar to the question.",
     )
     refusal: str = Field(

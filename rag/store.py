@@ -85,7 +85,10 @@ class ChromaStore:
         return [
             RetrievedChunk(id=cid, text=text or "", score=1.0 - float(dist), metadata=dict(meta or {}))
             for cid, text, meta, dist in zip(
-                result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0],
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
                 strict=True,
             )
         ]

@@ -27,8 +27,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             threading.Thread(target=_load, args=(container,), name="load-models", daemon=True).start()
         yield
 
-    app = FastAPI(title="Private RAG", version="0.1.0", lifespan=lifespan,
-                  description="Answers from your own documents with a local LLM, with citations.")
+    app = FastAPI(
+        title="Private RAG",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Answers from your own documents with a local LLM, with citations.",
+    )
     app.state.container = container
     install_error_handlers(app)
     app.include_router(openai_api.router)

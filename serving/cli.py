@@ -52,8 +52,14 @@ def ingest(
         embedder.load()
     service = IngestService(embedder, store, settings.chunking)
     total = len(discover(paths)[0])
-    columns = [TextColumn("[bold]Ingesting"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-               TextColumn("{task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]Ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TextColumn("{task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("ingest", total=total, chunks=0, rate=0.0)
         counts = {"chunks": 0}
@@ -104,8 +110,9 @@ def ask(
         print(f"[{c.index}] {c.title} — {where} ({c.source}) score {c.score:.2f}")
     t = final.timings
     speed = f", {final.tokens_per_second:.1f} tokens/s" if final.tokens_per_second else ""
-    console.print(f"[dim]retrieval {t.retrieval_ms:.0f} ms, generation {t.generation_ms:.0f} ms{speed}, "
-                  f"model {final.model}[/dim]")
+    console.print(
+        f"[dim]retrieval {t.retrieval_ms:.0f} ms, generation {t.generation_ms:.0f} ms{speed}, model {final.model}[/dim]"
+    )
 
 
 @app.command()
@@ -121,8 +128,9 @@ def serve(
 
     settings = settings_of(ctx)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port,
-                log_level="info")
+    uvicorn.run(
+        create_app(settings), host=host or settings.server.host, port=port or settings.server.port, log_level="info"
+    )
 
 
 def main() -> None:

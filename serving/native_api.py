@@ -48,8 +48,9 @@ async def retrieve(body: RetrieveRequest, container: ContainerDep) -> RetrieveRe
     ready_container(container)
     started = time.perf_counter()
     chunks = await run_in_threadpool(container.retriever.retrieve, body.query, body.top_k)
-    return RetrieveResponse(query=body.query, chunks=chunks,
-                            retrieval_ms=round((time.perf_counter() - started) * 1000, 1))
+    return RetrieveResponse(
+        query=body.query, chunks=chunks, retrieval_ms=round((time.perf_counter() - started) * 1000, 1)
+    )
 
 
 @router.get("/healthz", tags=["health"])
@@ -65,5 +66,10 @@ async def readyz(container: ContainerDep) -> dict | JSONResponse:
         return problem(503, "model_load_failed", "Not ready", f"model loading failed: {container.load_error}")
     if not container.ready:
         return problem(503, "model_not_ready", "Not ready", "models are still loading", headers={"Retry-After": "5"})
-    return {"status": "ready", "model": container.engine.model_id, "model_sha256": container.engine.model_sha256,
-            "embedder": container.embedder.model_id, "chunks": container.store.count()}
+    return {
+        "status": "ready",
+        "model": container.engine.model_id,
+        "model_sha256": container.engine.model_sha256,
+        "embedder": container.embedder.model_id,
+        "chunks": container.store.count(),
+    }

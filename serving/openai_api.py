@@ -54,21 +54,36 @@ def question_of(request: ChatCompletionRequest) -> str:
 
 
 def _usage(answer: Answer) -> dict:
-    return {"prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": answer.usage.completion_tokens,
-            "total_tokens": answer.usage.total_tokens}
+    return {
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+        "total_tokens": answer.usage.total_tokens,
+    }
 
 
 def _extras(answer: Answer) -> dict:
-    return {"citations": [c.model_dump() for c in answer.citations], "found": answer.found,
-            "model_sha256": answer.model_sha256, "timings": answer.timings.model_dump()}
+    return {
+        "citations": [c.model_dump() for c in answer.citations],
+        "found": answer.found,
+        "model_sha256": answer.model_sha256,
+        "timings": answer.timings.model_dump(),
+    }
 
 
 @router.get("/models")
 async def list_models(container: ContainerDep) -> dict:
-    return {"object": "list", "data": [
-        {"id": container.engine.model_id, "object": "model", "created": 0, "owned_by": "local",
-         "sha256": container.engine.model_sha256},
-    ]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": container.engine.model_id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "local",
+                "sha256": container.engine.model_sha256,
+            },
+        ],
+    }
 
 
 @router.post("/chat/completions")
@@ -83,10 +98,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
     if not body.stream:
         answer = await run_in_threadpool(service.answer, question, params=params)
         return {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": answer.answer}}],
-            "usage": _usage(answer), **_extras(answer),
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer.answer}}
+            ],
+            "usage": _usage(answer),
+            **_extras(answer),
         }
 
     cancel = threading.Event()
@@ -96,8 +116,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
     events = _prepend(first, stream)
 
     def chunk(delta: dict, finish: str | None = None, **extra: object) -> str:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(payload)}\n\n"
 
     async def sse() -> AsyncIterator[str]:
@@ -114,8 +140,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
         finally:
             cancel.set()  # a client that went away stops the generation and frees the model
 
-    return StreamingResponse(sse(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 def _prepend(first, rest):  # noqa: ANN001, ANN202

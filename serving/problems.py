@@ -14,12 +14,19 @@ from rag.errors import RagError
 log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "https://errors.private-rag.invalid/"
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
-def problem(status: int, code: str, title: str, detail: str, *, param: str | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    status: int, code: str, title: str, detail: str, *, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {
         "type": PROBLEM_BASE + code,
         "title": title,
@@ -27,8 +34,7 @@ def problem(status: int, code: str, title: str, detail: str, *, param: str | Non
         "detail": detail,
         "code": code,
         # The OpenAI SDKs read this member to build their exception messages.
-        "error": {"message": detail, "type": OPENAI_TYPES.get(status, "server_error"), "code": code,
-                  "param": param},
+        "error": {"message": detail, "type": OPENAI_TYPES.get(status, "server_error"), "code": code, "param": param},
     }
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
@@ -44,8 +50,9 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return problem(400, "invalid_request", "Invalid request", f"{detail}: fix the request body and retry",
-                       param=where or None)
+        return problem(
+            400, "invalid_request", "Invalid request", f"{detail}: fix the request body and retry", param=where or None
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -55,5 +62,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return problem(500, "internal_error", "Internal error",
-                       "the server hit an unexpected error; it has been logged: retry, or tell the admins")
+        return problem(
+            500,
+            "internal_error",
+            "Internal error",
+            "the server hit an unexpected error; it has been logged: retry, or tell the admins",
+        )

@@ -81,8 +81,9 @@ def fake_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def fake_container(fake_settings: Settings) -> Container:
-    container = Container(fake_settings, HashEmbedder(), EchoEngine(), ChromaStore(fake_settings.data_dir / "chroma",
-                                                                                    "test"))
+    container = Container(
+        fake_settings, HashEmbedder(), EchoEngine(), ChromaStore(fake_settings.data_dir / "chroma", "test")
+    )
     container.load()
     return container
 

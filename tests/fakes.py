@@ -56,8 +56,9 @@ class EchoEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, messages: list[Message], params: GenerationParams,
-               cancel: threading.Event | None = None) -> Generation:
+    def stream(
+        self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Generation:
         self.calls.append(messages)
         prompt = messages[-1]["content"]
         text = prompt.split("Text: ", 1)[-1].split("\n\nQuestion:", 1)[0].split(". ")[0]

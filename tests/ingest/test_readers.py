@@ -9,8 +9,9 @@ from tests.conftest import SAMPLE_CORPUS
 
 def test_markdown_keeps_title_and_heading_path(tmp_path: Path):
     path = tmp_path / "guide.md"
-    path.write_text("# Handbook\n\nIntro text.\n\n## Leave\n\n### Annual leave\n\nYou get 26 days.\n\n"
-                    "```\n# not a heading\n```\n")
+    path.write_text(
+        "# Handbook\n\nIntro text.\n\n## Leave\n\n### Annual leave\n\nYou get 26 days.\n\n```\n# not a heading\n```\n"
+    )
     doc = read_document(path)
     assert doc.title == "Handbook"
     by_text = {s.text.splitlines()[0]: s.heading for s in doc.sections}
@@ -42,7 +43,9 @@ def test_plain_text_title_from_file_name():
 
 def test_legacy_encoding_is_detected_not_garbled(tmp_path: Path):
     path = tmp_path / "notes.txt"
-    path.write_bytes("Les congés sont accordés après la période d'essai, à raison de 2,5 jours par mois.".encode("cp1252"))
+    path.write_bytes(
+        "Les congés sont accordés après la période d'essai, à raison de 2,5 jours par mois.".encode("cp1252")
+    )
     assert "congés" in read_document(path).sections[0].text
 
 

@@ -59,8 +59,13 @@ def test_openai_client_reads_answer_and_citations(real_container):
 
 def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_path: Path):
     env = {**os.environ, "RAG_DATA_DIR": str(real_data_dir)}
-    ask = subprocess.run([sys.executable, "-m", "serving.cli", "ask", "--json", QUESTION],
-                         capture_output=True, text=True, env=env, timeout=300)
+    ask = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "ask", "--json", QUESTION],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert ask.returncode == 0, ask.stderr
     answer = json.loads(ask.stdout)
     assert answer["found"] and answer["citations"][0]["source"].endswith("it-security-policy.md")
@@ -70,7 +75,11 @@ def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_
     docs.mkdir()
     (docs / "good.md").write_text("# Car park\n\nThe car park closes at 22:00 on weekdays.\n")
     (docs / "bad.pdf").write_bytes(b"%PDF-1.4 not a pdf")
-    ingest = subprocess.run([sys.executable, "-m", "serving.cli", "--data-dir", str(tmp_path / "store"),
-                             "ingest", str(docs)], capture_output=True, text=True, timeout=300)
+    ingest = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "--data-dir", str(tmp_path / "store"), "ingest", str(docs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ingest.returncode == 1
     assert "bad.pdf" in ingest.stderr and "1 added" in ingest.stderr and "1 failed" in ingest.stderr

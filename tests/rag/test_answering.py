@@ -23,10 +23,14 @@ def test_empty_store_declines_without_calling_the_model(fake_container):
 
 
 def test_stream_deltas_add_up_to_the_final_answer_and_cite_the_source(fake_container, tmp_path):
-    ingest(fake_container, tmp_path / "docs", {
-        "leave.md": "# Leave\n\nFull-time staff get 26 days of annual leave per year. Bank holidays are extra.\n",
-        "it.md": "# IT\n\nPassphrases must be at least 14 characters long.\n",
-    })
+    ingest(
+        fake_container,
+        tmp_path / "docs",
+        {
+            "leave.md": "# Leave\n\nFull-time staff get 26 days of annual leave per year. Bank holidays are extra.\n",
+            "it.md": "# IT\n\nPassphrases must be at least 14 characters long.\n",
+        },
+    )
     events = list(fake_container.answers.stream("How many days of annual leave do full-time staff get per year?"))
     final = events[-1]
     assert isinstance(final, Answer)

@@ -35,8 +35,10 @@ def _source(index: int, text: str) -> ContextSource:
 
 
 def test_overlap_attribution_picks_the_source_sharing_content_words():
-    sources = [_source(1, "Passphrases must be at least 14 characters long."),
-               _source(2, "Expense claims are due within 30 days.")]
+    sources = [
+        _source(1, "Passphrases must be at least 14 characters long."),
+        _source(2, "Expense claims are due within 30 days."),
+    ]
     assert attribute_by_overlap("Expense claims are due within 30 days [x]", sources) == " [2]"
     assert attribute_by_overlap("A passphrase needs 14 characters. Claims are due in 30 days.", sources) == " [1][2]"
 

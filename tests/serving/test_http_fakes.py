@@ -69,7 +69,9 @@ class SlowEngine(EchoEngine):
 
 
 def test_not_ready_gives_503_with_retry_after(fake_settings):
-    container = Container(fake_settings, HashEmbedder(), SlowEngine(), ChromaStore(fake_settings.data_dir / "c", "test"))
+    container = Container(
+        fake_settings, HashEmbedder(), SlowEngine(), ChromaStore(fake_settings.data_dir / "c", "test")
+    )
     with running(create_app(container=container)) as url:
         assert httpx.get(url + "/healthz").status_code == 200
         for _ in range(100):  # loading runs in the background; wait for it to fail
