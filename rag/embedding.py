@@ -71,4 +71,5 @@ class SentenceTransformerEmbedder:
         return self.embed_documents([self.settings.query_prefix + text])[0]
 
     def tokenize(self, text: str) -> list[int]:
-        return self.model.tokenizer.encode(text, add_special_tokens=False)
+        # verbose=False: counting a long section before it is split is expected, not worth a warning.
+        return self.model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
