@@ -27,8 +27,6 @@ class Chunker:
 
         if overlap_tokens >= chunk_tokens:
             raise ValueError(f"overlap ({overlap_tokens}) must be smaller than the chunk size ({chunk_tokens})")
-        self.tokenize = tokenize
-        self.chunk_tokens = chunk_tokens
         self._splitter = SentenceSplitter(
             chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, tokenizer=tokenize, paragraph_separator="\n\n"
         )
