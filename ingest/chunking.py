@@ -1,9 +1,14 @@
-"""Token-aware chunking: llama-index's SentenceSplitter, counting in the embedder's own tokens."""
+"""Token-aware chunking: llama-index's SentenceSplitter, counting in the embedder's own tokens.
+
+Markdown tables are split only between rows, and every piece repeats the table's header row, so a chunk of a
+table reads as a table on its own.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ingest.readers import ParsedDocument
@@ -19,6 +24,26 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_SEPARATOR = re.compile(r"^\|(\s*:?-{3,}:?\s*\|)+$")
+
+
+def split_blocks(text: str) -> Iterator[tuple[str, str]]:
+    """("text" | "table", block) pieces of a section, in order; a table is a run of lines starting with '|'."""
+    kind, lines = "text", []
+    for line in text.splitlines():
+        line_kind = "table" if line.lstrip().startswith("|") else "text"
+        if line_kind != kind and lines:
+            block = "\n".join(lines).strip()
+            if block:
+                yield kind, block
+            lines = []
+        kind = line_kind
+        lines.append(line.strip() if line_kind == "table" else line)
+    block = "\n".join(lines).strip()
+    if block:
+        yield kind, block
+
+
 class Chunker:
     """Splits each section within a token budget; chunk ids are document id + hash of the chunk's content."""
 
@@ -30,17 +55,54 @@ class Chunker:
         self._splitter = SentenceSplitter(
             chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, tokenizer=tokenize, paragraph_separator="\n\n"
         )
+        self._tokenize = tokenize
+        self.chunk_tokens = chunk_tokens
+
+    def split_table(self, table: str) -> list[str]:
+        """Row groups within the token budget, each under the header; a row is never cut."""
+        lines = table.splitlines()
+        header = lines[:2] if len(lines) > 1 and _SEPARATOR.match(lines[1].replace(" ", "")) else []
+        rows = lines[len(header) :]
+        if not rows:
+            return [table]
+        budget = self.chunk_tokens - len(self._tokenize("\n".join(header)))
+        pieces: list[str] = []
+        group: list[str] = []
+        used = 0
+        for row in rows:
+            cost = len(self._tokenize(row)) + 1
+            if group and used + cost > budget:
+                pieces.append("\n".join(header + group))
+                group, used = [], 0
+            group.append(row)
+            used += cost
+        pieces.append("\n".join(header + group))
+        return pieces
+
+    def split_section(self, text: str) -> list[str]:
+        pieces: list[str] = []
+        for kind, block in split_blocks(text):
+            pieces.extend(self.split_table(block) if kind == "table" else self._splitter.split_text(block))
+        return pieces
 
     def embed_prefix(self, title: str, heading: list[str]) -> str:
         trail = " > ".join(h for h in heading if h and h != title)
         return f"{title}\n{trail}\n\n" if trail else f"{title}\n\n"
 
-    def chunk(self, doc: ParsedDocument, *, doc_id: str, source: str, file_hash: str) -> list[ChunkRecord]:
+    def chunk(
+        self,
+        doc: ParsedDocument,
+        *,
+        doc_id: str,
+        source: str,
+        file_hash: str,
+        extra_metadata: dict[str, str | int | float | bool] | None = None,
+    ) -> list[ChunkRecord]:
         records: list[ChunkRecord] = []
         seen: dict[str, int] = {}
         for section in doc.sections:
             heading = " > ".join(section.heading)
-            for text in self._splitter.split_text(section.text):
+            for text in self.split_section(section.text):
                 text = text.strip()
                 if not text:
                     continue
@@ -62,6 +124,7 @@ class Chunker:
                             "doc_type": doc.doc_type,
                             "file_hash": file_hash,
                             "chunk_index": len(records),
+                            **(extra_metadata or {}),
                         },
                     )
                 )

@@ -1,34 +1,61 @@
-"""Ingest files into the store: read, chunk, embed only what is new, upsert, then drop stale chunks."""
+"""Ingest files into the store: incremental by content, crash-safe, isolated from bad files, parse beside embed.
+
+How a job runs:
+
+1. Take the store's writer lock (a second writer fails at once) and finish any deletion a crash interrupted.
+2. Hash every file; one whose registry row says ``indexed`` with the same hash is skipped without parsing.
+3. Parse the rest in worker processes (time and memory limits per file) while this thread chunks and embeds
+   what has already been parsed: chunks from many files are gathered, sorted by length and embedded in large
+   batches, then written to Chroma in batches.
+4. Per document: mark it ``indexing`` in the registry, write texts then vectors, drop chunks the new version
+   no longer has, then mark it ``indexed`` with the new hash.
+
+Chunk ids are the document id plus a hash of the chunk's content, so a rerun after ``kill -9`` at any point
+recomputes the same ids, writes only what is missing and deletes whatever is left over: no duplicates, no
+orphans.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.chunking import Chunker, content_hash, document_id
-from ingest.readers import SUPPORTED, read_document
+from ingest.chunking import Chunker, document_id
+from ingest.readers import SUPPORTED, ReaderOptions
+from ingest.workers import DEFAULT_PARSER, ParsePool
+from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
-from rag.errors import DocumentError
-from rag.settings import ChunkingSettings
+from rag.errors import ConfigError, DocumentError, FileTooLargeError, NotFoundError
+from rag.locking import WriterLock
+from rag.schemas import ChunkRecord
+from rag.settings import ChunkingSettings, IngestSettings, Settings
 from rag.store import ChromaStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class FileResult:
     path: Path
-    status: str  # added | updated | unchanged | failed
+    status: str  # added | updated | unchanged | failed | removed
     chunks: int = 0
     embedded: int = 0
     tokens: int = 0
     error: str | None = None
+    code: str | None = None
+    doc_id: str | None = None
 
 
 @dataclass
 class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
+    total: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -53,12 +80,32 @@ class IngestReport:
         rate = self.chunks_embedded / self.seconds if self.seconds else 0.0
         parts = [
             f"{len(self.files)} files: {self.count('added')} added, {self.count('updated')} updated, "
-            f"{self.count('unchanged')} unchanged, {self.count('failed')} failed",
+            f"{self.count('unchanged')} unchanged, {self.count('removed')} removed, {self.count('failed')} failed",
             f"{self.chunks_embedded} chunks embedded in {self.seconds:.1f}s ({rate:.1f} chunks/s)",
         ]
-        if self.files and not self.chunks_embedded and not self.failed:
+        if self.files and not self.chunks_embedded and not self.failed and not self.count("removed"):
             parts.append("nothing new to embed: every file is already in the store")
         return "; ".join(parts)
+
+    def as_dict(self) -> dict:
+        return {
+            "files": [
+                {
+                    "path": str(f.path),
+                    "status": f.status,
+                    "doc_id": f.doc_id,
+                    "chunks": f.chunks,
+                    "embedded": f.embedded,
+                    "error": f.error,
+                    "code": f.code,
+                }
+                for f in self.files
+            ],
+            "seconds": round(self.seconds, 3),
+            "chunks_embedded": self.chunks_embedded,
+            "tokens_embedded": self.tokens_embedded,
+            "counts": {s: self.count(s) for s in ("added", "updated", "unchanged", "removed", "failed")},
+        }
 
 
 ProgressCallback = Callable[[FileResult], None]
@@ -69,26 +116,84 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
     files: list[Path] = []
     problems: list[FileResult] = []
     for path in paths:
+        path = Path(path)
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
                 if child.is_file() and not hidden and child.suffix.lower() in SUPPORTED:
-                    files.append(child)
+                    files.append(child.resolve())
         elif path.is_file():
-            files.append(path)
+            files.append(path.resolve())
         else:
-            problems.append(FileResult(path, "failed", error=f"{path}: no such file or folder"))
+            problems.append(FileResult(path, "failed", error=f"{path}: no such file or folder", code="not_found"))
     return list(dict.fromkeys(files)), problems
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def reader_options(settings: IngestSettings) -> ReaderOptions:
+    return ReaderOptions(
+        ocr=settings.ocr,
+        ocr_languages=settings.ocr_languages,
+        max_unzipped_mb=settings.max_unzipped_mb,
+        max_zip_ratio=settings.max_zip_ratio,
+    )
+
+
+@dataclass
+class _Candidate:
+    path: Path
+    doc_id: str
+    file_hash: str
+    size: int
+    known: DocumentRecord | None
+
+
+@dataclass
+class _Pending:
+    """A document whose new chunks are waiting in the embedding buffer."""
+
+    candidate: _Candidate
+    title: str
+    doc_type: str
+    records: list[ChunkRecord]
+    kept: list[ChunkRecord]
+    stale: list[str]
+    result: FileResult
+    remaining: int
+    groups: list[str]
 
 
 class IngestService:
     """Incremental by content: an unchanged file is skipped before parsing, a changed one has its chunks replaced."""
 
-    def __init__(self, embedder: Embedder, store: ChromaStore, chunking: ChunkingSettings) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: ChromaStore,
+        chunking: ChunkingSettings,
+        ingest: IngestSettings | None = None,
+        *,
+        parser: str = DEFAULT_PARSER,
+    ) -> None:
         self.embedder = embedder
         self.store = store
         self.chunking = chunking
+        self.settings = ingest or IngestSettings()
+        self.parser = parser
+        self.data_dir = store.path.parent
         self._chunker: Chunker | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, embedder: Embedder, store: ChromaStore) -> IngestService:
+        return cls(embedder, store, settings.chunking, settings.ingest)
+
+    @property
+    def registry(self):  # noqa: ANN201 - DocStore
+        return self.store.docstore
 
     @property
     def chunker(self) -> Chunker:
@@ -96,45 +201,232 @@ class IngestService:
             self._chunker = Chunker(self.embedder.tokenize, self.chunking.chunk_tokens, self.chunking.overlap_tokens)
         return self._chunker
 
-    def ingest_paths(self, paths: Iterable[Path], progress: ProgressCallback | None = None) -> IngestReport:
+    def writer_lock(self, purpose: str = "ingest") -> WriterLock:
+        return WriterLock(self.data_dir, purpose)
+
+    def check_embedder(self) -> None:
+        """Refuse to mix vectors of two different embedders in one collection."""
+        mine = str(getattr(self.embedder, "fingerprint", self.embedder.model_id))
+        recorded = self.registry.get_meta("embedder")
+        if recorded is None:
+            if self.store.count() == 0 or not self.registry.documents():
+                self.registry.set_meta("embedder", mine)
+            return
+        if recorded != mine:
+            raise ConfigError(
+                f"the store at {self.data_dir} was embedded with {recorded}, but the configured embedder is {mine}: "
+                "set embedding.backend/model back, or ingest into a new data dir"
+            )
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+
+    def ingest_paths(
+        self,
+        paths: Iterable[Path],
+        progress: ProgressCallback | None = None,
+        *,
+        acl_groups: list[str] | None = None,
+        prune: bool = False,
+        cancel: threading.Event | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        paths = [Path(p) for p in paths]
+        with self.writer_lock():
+            return self._run(paths, progress, acl_groups, prune, cancel, on_total)
+
+    def _run(
+        self,
+        paths: list[Path],
+        progress: ProgressCallback | None,
+        acl_groups: list[str] | None,
+        prune: bool,
+        cancel: threading.Event | None,
+        on_total: Callable[[int], None] | None,
+    ) -> IngestReport:
         started = time.perf_counter()
-        files, report_files = discover(paths)
-        report = IngestReport(files=report_files)
-        for path in files:
-            result = self.ingest_file(path)
+        self.check_embedder()
+        self.recover()
+        files, problems = discover(paths)
+        report = IngestReport(total=len(files) + len(problems))
+        if on_total:
+            on_total(report.total)
+
+        def done(result: FileResult) -> None:
             report.files.append(result)
             if progress:
                 progress(result)
+
+        for problem in problems:
+            done(problem)
+        candidates: list[_Candidate] = []
+        for path in files:
+            candidate, result = self._triage(path, acl_groups)
+            if candidate is not None:
+                candidates.append(candidate)
+            else:
+                done(result)
+        by_path = {c.path: c for c in candidates}
+        buffer: list[tuple[ChunkRecord, _Pending]] = []
+        pool = ParsePool(
+            workers=self.settings.parse_workers,
+            timeout_s=self.settings.parse_timeout_s,
+            memory_mb=self.settings.parse_memory_mb,
+            options=reader_options(self.settings),
+            parser=self.parser,
+        )
+        for outcome in pool.parse([c.path for c in candidates]):
+            if cancel is not None and cancel.is_set():
+                break
+            candidate = by_path[outcome.path]
+            if outcome.error is not None:
+                done(self._fail(candidate, outcome.error))
+                continue
+            pending = self._prepare(candidate, outcome.document, acl_groups)
+            if isinstance(pending, FileResult):
+                done(pending)
+                continue
+            buffer.extend((record, pending) for record in pending.records)
+            if pending.remaining == 0:
+                done(self._finalize(pending))
+            if len(buffer) >= self.settings.embed_batch:
+                for result in self._flush(buffer):
+                    done(result)
+                buffer = []
+        for result in self._flush(buffer):
+            done(result)
+        if prune and not (cancel is not None and cancel.is_set()):
+            for result in self._prune(paths):
+                done(result)
         report.seconds = time.perf_counter() - started
         return report
 
-    def ingest_file(self, path: Path) -> FileResult:
-        try:
-            return self._ingest_file(path)
-        except DocumentError as exc:
-            return FileResult(path, "failed", error=exc.message)
-        except (OSError, ValueError, RuntimeError) as exc:  # one bad file must not stop the batch
-            return FileResult(path, "failed", error=f"{path.name}: {type(exc).__name__}: {exc}")
-
-    def _ingest_file(self, path: Path) -> FileResult:
-        data = path.read_bytes()
-        file_hash = content_hash(data)
+    def _triage(self, path: Path, acl_groups: list[str] | None) -> tuple[_Candidate | None, FileResult]:
         doc_id = document_id(path)
-        stored = self.store.document_chunks(doc_id)
-        if stored and all(meta.get("file_hash") == file_hash for meta in stored.values()):
-            return FileResult(path, "unchanged", chunks=len(stored))
-        records = self.chunker.chunk(
-            read_document(path), doc_id=doc_id, source=str(path.resolve()), file_hash=file_hash
-        )
+        try:
+            size = path.stat().st_size
+            limit = self.settings.max_file_mb * 1024 * 1024
+            if size > limit:
+                raise FileTooLargeError(
+                    f"{path.name}: {size / 1048576:.1f} MB is over the {self.settings.max_file_mb:g} MB limit: "
+                    "split the file or raise ingest.max_file_mb"
+                )
+            file_hash = file_sha256(path)
+        except DocumentError as exc:
+            self.registry.record_failure(doc_id, str(path), exc.message)
+            return None, FileResult(path, "failed", error=exc.message, code=exc.code, doc_id=doc_id)
+        except OSError as exc:
+            message = f"{path.name}: cannot read the file ({exc.strerror or exc}): check its permissions"
+            return None, FileResult(path, "failed", error=message, code="unreadable", doc_id=doc_id)
+        known = self.registry.document(doc_id)
+        same_acl = acl_groups is None or (known is not None and sorted(known.acl_groups) == sorted(acl_groups))
+        if known and known.status == "indexed" and known.content_hash == file_hash and same_acl:
+            return None, FileResult(path, "unchanged", chunks=known.chunk_count, doc_id=doc_id)
+        return _Candidate(path, doc_id, file_hash, size, known), FileResult(path, "pending")
+
+    def _fail(self, candidate: _Candidate, error: DocumentError) -> FileResult:
+        self.registry.record_failure(candidate.doc_id, str(candidate.path), error.message)
+        return FileResult(candidate.path, "failed", error=error.message, code=error.code, doc_id=candidate.doc_id)
+
+    def _prepare(self, candidate: _Candidate, document, acl_groups: list[str] | None) -> _Pending | FileResult:  # noqa: ANN001
+        groups = acl_groups if acl_groups is not None else (candidate.known.acl_groups if candidate.known else [])
+        try:
+            records = self.chunker.chunk(
+                document,
+                doc_id=candidate.doc_id,
+                source=str(candidate.path),
+                file_hash=candidate.file_hash,
+                extra_metadata={"acl_groups": ",".join(sorted(groups))},
+            )
+        except (ValueError, RuntimeError) as exc:
+            return self._fail(candidate, DocumentError(f"{candidate.path.name}: cannot split the text: {exc}"))
         if not records:
-            raise DocumentError(f"{path.name}: no text to index")
-        present = self.store.existing_ids(r.id for r in records)
-        # Chunks whose text did not change keep their vectors; only their metadata (file hash) is refreshed.
-        new = [r for r in records if r.id not in present]
-        vectors = self.embedder.embed_documents([r.embed_text for r in new])
-        self.store.upsert(new, vectors)
-        self.store.update_metadata([r for r in records if r.id in present])
-        stale = sorted(set(stored) - {r.id for r in records})
-        self.store.delete(stale)  # after the upsert: a crash in between leaves extra chunks, never missing ones
-        tokens = sum(len(self.embedder.tokenize(r.embed_text)) for r in new)
-        return FileResult(path, "updated" if stored else "added", chunks=len(records), embedded=len(new), tokens=tokens)
+            return self._fail(candidate, DocumentError(f"{candidate.path.name}: no text to index"))
+        self.registry.begin(candidate.doc_id, str(candidate.path))
+        if candidate.known is not None:  # a former version, or a crash, may have left chunks behind
+            in_chroma = set(self.store.document_chunks(candidate.doc_id))
+            everywhere = in_chroma | self.registry.chunk_ids(candidate.doc_id)
+        else:
+            in_chroma, everywhere = set(), set()
+        wanted = {r.id for r in records}
+        new = [r for r in records if r.id not in in_chroma]
+        kept = [r for r in records if r.id in in_chroma]
+        status = "updated" if candidate.known is not None and candidate.known.content_hash else "added"
+        result = FileResult(candidate.path, status, chunks=len(records), embedded=len(new), doc_id=candidate.doc_id)
+        result.tokens = sum(len(self.embedder.tokenize(r.embed_text)) for r in new)
+        return _Pending(
+            candidate,
+            document.title,
+            document.doc_type,
+            records=new,
+            kept=kept,
+            stale=sorted(everywhere - wanted),
+            result=result,
+            remaining=len(new),
+            groups=sorted(groups),
+        )
+
+    def _flush(self, buffer: list[tuple[ChunkRecord, _Pending]]) -> list[FileResult]:
+        """Embed the gathered chunks longest first (little padding), write them, finish completed documents."""
+        if not buffer:
+            return []
+        ordered = sorted(buffer, key=lambda item: len(item[0].embed_text), reverse=True)
+        vectors = self.embedder.embed_documents([record.embed_text for record, _ in ordered])
+        self.store.upsert([record for record, _ in ordered], vectors)
+        finished: list[FileResult] = []
+        for _, pending in ordered:
+            pending.remaining -= 1
+            if pending.remaining == 0:
+                finished.append(self._finalize(pending))
+        return finished
+
+    def _finalize(self, pending: _Pending) -> FileResult:
+        candidate = pending.candidate
+        if pending.kept:
+            self.store.docstore.put_chunks([(r.id, candidate.doc_id, r.text) for r in pending.kept])
+            self.store.update_metadata(pending.kept)
+        self.store.delete(pending.stale)  # after the new chunks are in: a crash leaves extra chunks, never missing
+        self.registry.commit(
+            candidate.doc_id,
+            path=str(candidate.path),
+            title=pending.title,
+            doc_type=pending.doc_type,
+            content_hash=candidate.file_hash,
+            size_bytes=candidate.size,
+            chunk_count=len(pending.records) + len(pending.kept),
+            acl_groups=pending.groups,
+        )
+        pending.records = []  # release the texts
+        return pending.result
+
+    # -- documents --------------------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish deletions that a crash interrupted."""
+        for record in self.registry.documents("deleting"):
+            self._remove(record.doc_id)
+
+    def _remove(self, doc_id: str) -> None:
+        self.registry.mark_deleting(doc_id)
+        self.store.delete(sorted(self.store.document_chunk_ids(doc_id)))
+        self.registry.forget(doc_id)
+
+    def delete_document(self, doc_id: str) -> DocumentRecord:
+        """Remove a document's vectors, metadata and text from the store, and its registry row."""
+        with self.writer_lock("delete"):
+            record = self.registry.document(doc_id)
+            if record is None:
+                raise NotFoundError(f"no document with id {doc_id}: `rag docs list` shows the ids")
+            self._remove(doc_id)
+            return record
+
+    def _prune(self, roots: list[Path]) -> list[FileResult]:
+        """Remove documents under the given folders whose files are gone."""
+        folders = [r.resolve() for r in roots if r.is_dir() or not r.exists()]
+        removed: list[FileResult] = []
+        for record in self.registry.documents():
+            path = Path(record.path)
+            if path.exists() or not any(path.is_relative_to(folder) for folder in folders):
+                continue
+            self._remove(record.doc_id)
+            removed.append(FileResult(path, "removed", chunks=record.chunk_count, doc_id=record.doc_id))
+        return removed

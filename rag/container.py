@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from rag.answering import AnswerService
 from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.errors import ConfigError
 from rag.generation import GenerationEngine, TransformersEngine
 from rag.retrieval import Retriever
 from rag.settings import Settings
@@ -14,7 +15,21 @@ from rag.store import ChromaStore
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    return SentenceTransformerEmbedder(settings.embedding)
+    embedding = settings.embedding
+    if embedding.backend == "onnx-int8":
+        from rag.embedding import resolve_device
+
+        if resolve_device(embedding.device) != "cuda":
+            from rag.onnx_embedding import OnnxInt8Embedder
+
+            return OnnxInt8Embedder(embedding, cache_dir=settings.data_dir / "models")
+        import logging
+
+        logging.getLogger(__name__).info(
+            "embedding.device %s resolves to CUDA: using the torch backend (onnx-int8 runs on CPU only)",
+            embedding.device,
+        )
+    return SentenceTransformerEmbedder(embedding)
 
 
 def build_engine(settings: Settings) -> GenerationEngine:
@@ -53,11 +68,22 @@ class Container:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def check_embedder(self) -> None:
+        """Queries must be embedded by the embedder that wrote the store's vectors."""
+        recorded = self.store.docstore.get_meta("embedder")
+        mine = str(getattr(self.embedder, "fingerprint", self.embedder.model_id))
+        if recorded is not None and recorded != mine:
+            raise ConfigError(
+                f"the store at {self.settings.data_dir} was embedded with {recorded}, but the configured embedder "
+                f"is {mine}: set embedding.backend/model back, or re-ingest into a new data dir"
+            )
+
     def load(self, *, llm: bool = True) -> None:
         """Load models and open the store; records a failure for /readyz instead of hiding it."""
         try:
             self.embedder.load()
             self.store.count()
+            self.check_embedder()
             if llm:
                 self.engine.load()
                 self._ready.set()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from rag.errors import ModelNotReadyError
-from rag.model_files import find_sentence_transformers_folder, resolve_model_path
+from rag.model_files import find_sentence_transformers_folder, resolve_model_path, weights_sha256
 from rag.settings import EmbeddingSettings
 
 
@@ -15,6 +15,11 @@ class Embedder(Protocol):
     """Turns texts into vectors and counts tokens the way the model does."""
 
     model_id: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Model, backend and weights hash: vectors from different fingerprints must never be mixed."""
+        ...
 
     def load(self) -> None: ...
 
@@ -39,6 +44,7 @@ class SentenceTransformerEmbedder:
     def __init__(self, settings: EmbeddingSettings) -> None:
         self.settings = settings
         self.model_id = settings.model
+        self.model_sha256: str | None = None  # sha256 of the weights (one hash over the weight files)
         self._model = None
         self._lock = threading.Lock()
 
@@ -49,15 +55,22 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
 
             folder = find_sentence_transformers_folder(resolve_model_path(self.settings.model, kind="embedding"))
-            self._model = SentenceTransformer(
-                str(folder), device=resolve_device(self.settings.device), local_files_only=True
-            )
+            model = SentenceTransformer(str(folder), device=resolve_device(self.settings.device), local_files_only=True)
+            self.model_sha256 = weights_sha256(folder)
+            self._model = model
 
     @property
     def model(self):  # noqa: ANN201 - sentence_transformers type is imported lazily
         if self._model is None:
             raise ModelNotReadyError("the embedding model is not loaded yet: call load() or wait for /readyz")
         return self._model
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the exact vectors: model, backend and the hash of the weights that produced them."""
+        self.model  # noqa: B018 - raises ModelNotReadyError before load()
+        assert self.model_sha256 is not None
+        return f"{self.model_id}:torch-fp32:{self.model_sha256[:16]}"
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

@@ -61,3 +61,29 @@ class EmptyDocumentError(DocumentError):
 
 class EncryptedDocumentError(DocumentError):
     code = "encrypted_document"
+
+
+class OcrUnavailableError(DocumentError):
+    code = "ocr_unavailable"
+
+
+class FileTooLargeError(DocumentError):
+    code = "file_too_large"
+
+
+class ParseLimitError(DocumentError):
+    """Parsing ran past its time or memory limit, or crashed its worker."""
+
+    code = "parse_limit"
+
+
+class StoreBusyError(RagError):
+    code = "store_busy"
+    status = 409
+    title = "Another writer holds the store"
+
+
+class NotFoundError(RagError):
+    code = "not_found"
+    status = 404
+    title = "Not found"

@@ -1,4 +1,5 @@
-"""The vector store: a Chroma collection on local disk, written in batches, read by cosine similarity."""
+"""The vector store: a Chroma collection on local disk (vectors and metadata) plus the chunk texts in the
+document store (rag.docstore), written in batches, read by cosine similarity."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rag.docstore import DocStore
 from rag.errors import StoreError
 from rag.schemas import ChunkRecord, RetrievedChunk
 
@@ -17,9 +19,10 @@ WRITE_BATCH = 1000
 class ChromaStore:
     """Chunks with their embeddings, in a persistent Chroma collection using cosine distance."""
 
-    def __init__(self, path: Path, collection: str) -> None:
+    def __init__(self, path: Path, collection: str, docstore: DocStore | None = None) -> None:
         self.path = Path(path)
         self.collection_name = collection
+        self.docstore = docstore or DocStore(self.path.parent / f"docstore-{collection}.sqlite3")
         self._collection = None
 
     @property
@@ -44,11 +47,12 @@ class ChromaStore:
         return self.collection.count()
 
     def upsert(self, records: Sequence[ChunkRecord], embeddings: Sequence[Sequence[float]]) -> None:
+        """Texts first, then vectors: a chunk Chroma can find always has its text."""
+        self.docstore.put_chunks([(r.id, str(r.metadata["doc_id"]), r.text) for r in records])
         for start in range(0, len(records), WRITE_BATCH):
             batch = records[start : start + WRITE_BATCH]
             self.collection.upsert(
                 ids=[r.id for r in batch],
-                documents=[r.text for r in batch],
                 metadatas=[r.metadata for r in batch],
                 embeddings=[list(e) for e in embeddings[start : start + WRITE_BATCH]],
             )
@@ -70,25 +74,34 @@ class ChromaStore:
         result = self.collection.get(where={"doc_id": document_id}, include=["metadatas"])
         return dict(zip(result["ids"], result["metadatas"], strict=True))
 
+    def document_chunk_ids(self, document_id: str) -> set[str]:
+        """Every chunk id of a document, in Chroma or in the text store (a crash can leave either)."""
+        return set(self.document_chunks(document_id)) | self.docstore.chunk_ids(document_id)
+
+    def all_ids(self) -> set[str]:
+        found: set[str] = set()
+        total = self.count()
+        for offset in range(0, total, WRITE_BATCH):
+            found.update(self.collection.get(include=[], limit=WRITE_BATCH, offset=offset)["ids"])
+        return found
+
     def delete(self, ids: Sequence[str]) -> None:
+        """Vectors first, then texts: no vector is ever left pointing at a missing text."""
+        ids = list(ids)
         for start in range(0, len(ids), WRITE_BATCH):
-            self.collection.delete(ids=list(ids[start : start + WRITE_BATCH]))
+            self.collection.delete(ids=ids[start : start + WRITE_BATCH])
+        self.docstore.delete_chunks(ids)
 
     def query(self, embedding: Sequence[float], top_k: int) -> list[RetrievedChunk]:
         if self.count() == 0:
             return []
         result = self.collection.query(
-            query_embeddings=[list(embedding)],
-            n_results=top_k,
-            include=["documents", "metadatas", "distances"],
+            query_embeddings=[list(embedding)], n_results=top_k, include=["metadatas", "distances"]
         )
+        ids = result["ids"][0]
+        texts = self.docstore.texts(ids)
         return [
-            RetrievedChunk(id=cid, text=text or "", score=1.0 - float(dist), metadata=dict(meta or {}))
-            for cid, text, meta, dist in zip(
-                result["ids"][0],
-                result["documents"][0],
-                result["metadatas"][0],
-                result["distances"][0],
-                strict=True,
-            )
+            RetrievedChunk(id=cid, text=texts[cid], score=1.0 - float(dist), metadata=dict(meta or {}))
+            for cid, meta, dist in zip(ids, result["metadatas"][0], result["distances"][0], strict=True)
+            if cid in texts
         ]

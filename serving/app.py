@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -20,12 +21,21 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     """Build the app; pass a ``container`` to reuse already loaded components (tests, embedding in a host)."""
     container = container or Container.from_settings(settings or Settings())
+    jobs = None
+    if container.settings.server.admin_api:
+        from ingest.jobs import JobManager
+
+        jobs = JobManager(container)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if not container.ready:
             threading.Thread(target=_load, args=(container,), name="load-models", daemon=True).start()
-        yield
+        try:
+            yield
+        finally:
+            if jobs is not None:  # cancel queued ingest jobs, stop the running one after its current file
+                await asyncio.to_thread(jobs.shutdown)
 
     app = FastAPI(
         title="Private RAG",
@@ -37,6 +47,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
+    if jobs is not None:
+        # Off by default: no auth yet, so these routes are absent (404) unless server.admin_api is true.
+        from serving import admin_api
+
+        app.state.jobs = jobs
+        app.include_router(admin_api.router)
     return app
 
 

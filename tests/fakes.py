@@ -20,6 +20,10 @@ class HashEmbedder:
     model_id = "hash-embedder"
     dim = 256
 
+    @property
+    def fingerprint(self) -> str:
+        return self.model_id
+
     def load(self) -> None:
         pass
 

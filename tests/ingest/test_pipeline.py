@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
+from ingest.chunking import document_id
 from ingest.pipeline import IngestService
+from rag.errors import ConfigError, NotFoundError
 from rag.store import ChromaStore
 from tests.fakes import HashEmbedder
 
@@ -40,7 +44,7 @@ def test_edit_replaces_exactly_that_files_changed_chunks(fake_settings, tmp_path
     after = set(service.store.collection.get()["ids"])
     assert report.count("updated") == 1 and report.chunks_embedded == 1  # only the Leave chunk changed
     assert len(before - after) == 1 and len(after - before) == 1
-    texts = service.store.collection.get()["documents"]
+    texts = list(service.store.docstore.texts(sorted(after)).values())
     assert any("28 days" in t for t in texts) and not any("26 days" in t for t in texts)
 
 
@@ -70,3 +74,113 @@ def test_bad_files_fail_alone_and_good_files_land(fake_settings, tmp_path: Path)
     assert set(reasons) == {"empty.txt", "broken.pdf", "missing-folder"}
     assert "empty" in reasons["empty.txt"] and "no such file" in reasons["missing-folder"]
     assert service.store.count() > 0
+
+
+def test_prune_removes_documents_whose_files_are_gone(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "policy.md").write_text(POLICY)
+    (docs / "old.md").write_text("# Old\n\nThe fax machine is on floor 3.\n")
+    service = service_for(fake_settings.data_dir, fake_settings)
+    service.ingest_paths([docs])
+    old_ids = {i for i in service.store.all_ids() if i.startswith(document_id(docs / "old.md"))}
+    assert old_ids
+    (docs / "old.md").unlink()
+    without_prune = service.ingest_paths([docs])
+    assert without_prune.count("removed") == 0 and old_ids <= service.store.all_ids()
+    report = service.ingest_paths([docs], prune=True)
+    assert report.count("removed") == 1 and report.count("unchanged") == 1
+    assert not old_ids & service.store.all_ids()
+    assert not old_ids & service.store.docstore.chunk_ids()
+    assert [Path(r.path).name for r in service.registry.documents()] == ["policy.md"]
+
+
+def test_delete_removes_the_text_from_disk_not_only_the_vectors(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    marker = "Zebrafish7731 is the secret project codename"
+    (docs / "secret.md").write_text(f"# Secret\n\n{marker}.\n")
+    (docs / "policy.md").write_text(POLICY)
+    service = service_for(fake_settings.data_dir, fake_settings)
+    service.ingest_paths([docs])
+
+    def files_containing(needle: bytes) -> list[str]:
+        return [str(p) for p in fake_settings.data_dir.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+    assert files_containing(b"Zebrafish7731")  # the text is stored (in the document store)
+    secret_id = document_id(docs / "secret.md")
+    record = service.delete_document(secret_id)
+    assert record.path.endswith("secret.md")
+    service.store.docstore.close()  # flush SQLite's WAL into the main file before looking at the bytes
+    assert files_containing(b"Zebrafish7731") == []
+    assert service.registry.document(secret_id) is None
+    assert not [i for i in service.store.all_ids() if i.startswith(secret_id)]
+    assert service.store.count() > 0  # the other document is untouched
+    with pytest.raises(NotFoundError, match="rag docs list"):
+        service.delete_document(secret_id)
+
+
+def test_registry_versions_and_failed_update_keeps_the_last_good_version(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    path = docs / "policy.md"
+    path.write_text(POLICY)
+    service = service_for(fake_settings.data_dir, fake_settings)
+    service.ingest_paths([docs], acl_groups=["hr"])
+    doc_id = document_id(path)
+    first = service.registry.document(doc_id)
+    assert (first.status, first.version, first.acl_groups) == ("indexed", 1, ["hr"])
+    assert first.ingested_at and first.content_hash and first.chunk_count == service.store.count()
+    path.write_text(POLICY.replace("TripDesk", "TravelHub"))
+    service.ingest_paths([docs])
+    second = service.registry.document(doc_id)
+    assert second.version == 2 and second.acl_groups == ["hr"]  # groups kept when not given again
+    ids_before = service.store.all_ids()
+    path.write_bytes(b"\x00\x01\x02 binary now")
+    report = service.ingest_paths([docs])
+    assert report.count("failed") == 1
+    kept = service.registry.document(doc_id)
+    assert kept.status == "indexed" and kept.version == 2 and "binary" in kept.error
+    assert service.store.all_ids() == ids_before  # nothing already stored is lost
+
+
+def test_changing_groups_updates_metadata_without_embedding(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "policy.md").write_text(POLICY)
+    service = service_for(fake_settings.data_dir, fake_settings)
+    service.ingest_paths([docs], acl_groups=["staff"])
+    report = service.ingest_paths([docs], acl_groups=["finance", "hr"])
+    assert report.count("updated") == 1 and report.chunks_embedded == 0
+    metas = service.store.collection.get(include=["metadatas"])["metadatas"]
+    assert {m["acl_groups"] for m in metas} == {"finance,hr"}
+
+
+def test_embedder_change_is_refused_with_a_fix(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "policy.md").write_text(POLICY)
+    service_for(fake_settings.data_dir, fake_settings).ingest_paths([docs])
+    other = HashEmbedder()
+    other.model_id = "another-embedder"
+    service = IngestService(other, ChromaStore(fake_settings.data_dir / "chroma", "test"), fake_settings.chunking)
+    with pytest.raises(ConfigError, match="was embedded with hash-embedder"):
+        service.ingest_paths([docs])
+
+
+def test_tables_are_split_between_rows_with_the_header_repeated(fake_settings, tmp_path: Path):
+    rows = "\n".join(f"| City {i} | {100 + i} EUR | band {i % 3} |" for i in range(60))
+    table = f"| City | Per diem | Band |\n| --- | --- | --- |\n{rows}\n"
+    (tmp_path / "rates.md").write_text(f"# Rates\n\nDaily allowances.\n\n{table}")
+    service = service_for(fake_settings.data_dir, fake_settings)
+    service.ingest_paths([tmp_path / "rates.md"])
+    texts = list(service.store.docstore.texts(sorted(service.store.all_ids())).values())
+    table_chunks = [t for t in texts if t.startswith("| City | Per diem | Band |")]
+    assert len(table_chunks) > 2
+    seen = []
+    for chunk in table_chunks:
+        lines = chunk.splitlines()
+        assert lines[1] == "| --- | --- | --- |"
+        assert all(line.startswith("| City ") and line.endswith("|") and line.count("|") == 4 for line in lines[2:])
+        seen += lines[2:]
+    assert sorted(seen) == sorted(rows.splitlines())  # every row exactly once, none cut

@@ -71,7 +71,7 @@ def test_ingest_ask_and_serve_with_no_route_out(real_container, tmp_path: Path):
     """
     run = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "serve.log").read_text(errors="replace")
-    assert "7 added, 0 updated, 0 unchanged, 0 failed" in run.stderr.replace("\n", " ")
+    assert "7 added, 0 updated, 0 unchanged, 0 removed, 0 failed" in run.stderr.replace("\n", " ")
     import json
 
     ask = json.loads((tmp_path / "ask.json").read_text())

@@ -1,0 +1,361 @@
+"""Retrieval quality per embedding backend: hit@k and MRR on the sample Q&A set and on a larger synthetic set.
+
+Run: ``python -m eval.retrieval_quality [--dataset eval/datasets/sample_smoke.jsonl] [--backends torch,onnx-int8]
+[--k 5] [--corpus /usr/share/doc/git-doc] [--limit-files 200]``.
+
+For each backend, the sample corpus and the benchmark corpus are each ingested into a fresh temporary data dir; each
+query is embedded (``embed_query``) and the top-k chunks are read from the store. A query is a hit when a gold file
+name is among the basenames of the top-k chunks' ``source`` metadata; MRR uses the rank of the first such chunk.
+
+* sample: the answerable questions of the dataset (a couple of dozen: one question is about 5 points);
+* synthetic: built deterministically from the benchmark corpus' headings, gold = the page they come from
+  (a few hundred queries, so a point of hit@k is a handful of queries):
+  - heading: up to ``--headings-per-page`` headings per page that occur in no other page and have at least two
+    words (e.g. "DETACHED HEAD" -> git-checkout.html), asked as they are, without the page title;
+  - name: for manual pages, the text under the NAME heading without the command name (e.g. "Apply a series of
+    patches from a mailbox" -> git-am.html).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rag  # noqa: F401  - offline switches first
+from eval.bench_ingest import (
+    DEFAULT_CORPUS,
+    BackendUnavailable,
+    build_backend_embedder,
+    corpus_files,
+    corpus_problem,
+    load_embedder,
+    make_ingest_service,
+    make_settings,
+    quiet_progress_bars,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
+DEFAULT_DATASET = REPO / "eval" / "datasets" / "sample_smoke.jsonl"
+DEFAULT_BACKENDS = ("torch", "onnx-int8")
+MAX_HEADING_WORDS = 12
+_NAME_PREFIX = re.compile(r"^\s*\S+(?:\s*,\s*\S+)*\s+-{1,2}\s+")
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    question: str
+    gold_sources: tuple[str, ...]
+    kind: str = "dataset"
+
+
+@dataclass
+class QueryResult:
+    id: str
+    question: str
+    gold_sources: tuple[str, ...]
+    kind: str
+    retrieved_sources: list[str]
+    scores: list[float]
+    rank: int | None  # 1-based rank of the first chunk from a gold file, None when not in the top k
+
+    @property
+    def hit(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def reciprocal_rank(self) -> float:
+        return 1.0 / self.rank if self.rank else 0.0
+
+
+@dataclass
+class QualityResult:
+    name: str
+    backend: str
+    k: int
+    results: list[QueryResult] = field(default_factory=list)
+    ingest_seconds: float = 0.0
+    chunks: int = 0
+
+    def subset(self, kind: str) -> QualityResult:
+        return QualityResult(f"{self.name}/{kind}", self.backend, self.k, [r for r in self.results if r.kind == kind])
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(dict.fromkeys(r.kind for r in self.results))
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+    @property
+    def hits(self) -> int:
+        return sum(r.hit for r in self.results)
+
+    @property
+    def hit_at_k(self) -> float:
+        return self.hits / self.n if self.n else 0.0
+
+    @property
+    def mrr(self) -> float:
+        return sum(r.reciprocal_rank for r in self.results) / self.n if self.n else 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Query sets
+
+
+def load_dataset(path: Path) -> list[Query]:
+    """The answerable questions of a JSONL dataset (fields: id, question, gold_sources, answerable)."""
+    queries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not row.get("answerable", True):
+            continue
+        gold = tuple(Path(g).name for g in row.get("gold_sources") or [])
+        if not gold:
+            raise ValueError(f"{path}:{number}: answerable question {row.get('id')} has no gold_sources")
+        queries.append(Query(str(row.get("id", number)), row["question"], gold))
+    return queries
+
+
+def _headings(doc: Any) -> list[str]:
+    return list(dict.fromkeys(s.heading[-1].strip() for s in doc.sections if s.heading and s.heading[-1].strip()))
+
+
+def name_summary(text: str) -> str:
+    """``git-am - Apply a series of patches`` -> ``Apply a series of patches``."""
+    return _NAME_PREFIX.sub("", " ".join(text.split()), count=1).strip()
+
+
+def synthetic_queries(
+    files: Sequence[Path], headings_per_page: int = 2, read: Callable[[Path], Any] | None = None
+) -> list[Query]:
+    """Deterministic queries from each page's headings; the gold source is the page itself."""
+    if read is None:
+        from ingest.readers import read_document as read
+    parsed = []
+    for path in files:
+        try:
+            parsed.append((path, read(path)))
+        except Exception:  # noqa: BLE001 - a page the readers refuse is not ingested either
+            continue
+    frequency = Counter(h.casefold() for _, doc in parsed for h in {h.casefold() for h in _headings(doc)})
+    queries: list[Query] = []
+    for path, doc in parsed:
+        chosen = [
+            h
+            for h in _headings(doc)
+            if frequency[h.casefold()] == 1
+            and 2 <= len(h.split()) <= MAX_HEADING_WORDS
+            and h.casefold() != doc.title.casefold()
+        ][:headings_per_page]
+        for number, heading in enumerate(chosen, start=1):
+            queries.append(Query(f"{path.stem}#h{number}", heading, (path.name,), "heading"))
+        name = next((s.text for s in doc.sections if s.heading and s.heading[-1].strip() == "NAME"), "")
+        summary = name_summary(name)
+        if len(summary.split()) >= 2:
+            queries.append(Query(f"{path.stem}#name", summary, (path.name,), "name"))
+    return queries
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ingest and evaluate
+
+
+@dataclass
+class Indexed:
+    embedder: Any
+    store: Any
+    seconds: float
+    chunks: int
+    files: int = 0
+    note: str = ""
+
+
+def ingest_for_eval(
+    paths: Sequence[Path],
+    data_dir: Path,
+    backend: str,
+    chunk_tokens: int | None = None,
+    overlap_tokens: int | None = None,
+    embedder: Any | None = None,
+) -> Indexed:
+    """Ingest ``paths`` into a fresh store under ``data_dir`` with ``backend`` (or a loaded ``embedder``)."""
+    from rag.container import build_store
+
+    settings = make_settings(data_dir, backend, chunk_tokens, overlap_tokens)
+    note = ""
+    if embedder is None:
+        embedder, note = build_backend_embedder(settings)
+        load_embedder(embedder, backend)
+    store = build_store(settings)
+    service = make_ingest_service(settings, embedder, store)
+    started = time.perf_counter()
+    report = service.ingest_paths(list(paths))
+    seconds = time.perf_counter() - started
+    if not report.chunks_embedded:
+        raise RuntimeError(f"{backend}: nothing was indexed: {report.summary()}")
+    return Indexed(embedder, store, seconds, store.count(), len(report.files), note)
+
+
+def evaluate(indexed: Indexed, queries: Sequence[Query], k: int, name: str, backend: str) -> QualityResult:
+    result = QualityResult(name, backend, k, ingest_seconds=indexed.seconds, chunks=indexed.chunks)
+    for query in queries:
+        chunks = indexed.store.query(indexed.embedder.embed_query(query.question), k)
+        sources = [Path(str(c.metadata.get("source", ""))).name for c in chunks]
+        rank = next((i for i, s in enumerate(sources, start=1) if s in query.gold_sources), None)
+        result.results.append(
+            QueryResult(
+                query.id, query.question, query.gold_sources, query.kind, sources, [c.score for c in chunks], rank
+            )
+        )
+    return result
+
+
+def evaluate_backend(
+    backend: str,
+    sets: dict[str, tuple[Sequence[Path], Sequence[Query]]],
+    k: int,
+    chunk_tokens: int | None = None,
+    overlap_tokens: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, QualityResult]:
+    """Each named set is (files to ingest, queries); each gets its own fresh store, all share one embedder."""
+    results: dict[str, QualityResult] = {}
+    embedder = None
+    with tempfile.TemporaryDirectory(prefix=f"retrieval-{backend}-") as tmp:
+        for name, (files, queries) in sets.items():
+            indexed = ingest_for_eval(files, Path(tmp) / name, backend, chunk_tokens, overlap_tokens, embedder)
+            embedder = indexed.embedder
+            if indexed.note:
+                log(f"  {backend}: {indexed.note}")
+            results[name] = evaluate(indexed, queries, k, name, backend)
+            r = results[name]
+            log(
+                f"  {backend:<10} {name:<10} {indexed.files:4d} files -> {indexed.chunks:,} chunks in "
+                f"{indexed.seconds:.1f}s; hit@{k} {r.hit_at_k:.3f}, MRR {r.mrr:.3f} over {r.n} queries"
+            )
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def _rows(results: dict[str, dict[str, QualityResult]]) -> list[tuple[str, dict[str, QualityResult]]]:
+    """(row label, backend -> result) for each set, and each query kind of sets with more than one kind."""
+    names = list(dict.fromkeys(n for per in results.values() for n in per))
+    rows = []
+    for name in names:
+        per_backend = {b: per[name] for b, per in results.items() if name in per}
+        rows.append((name, per_backend))
+        kinds = next(iter(per_backend.values())).kinds
+        if len(kinds) > 1:
+            for kind in kinds:
+                rows.append((f"  {name}/{kind}", {b: r.subset(kind) for b, r in per_backend.items()}))
+    return rows
+
+
+def paired(a: QualityResult, b: QualityResult) -> tuple[int, int]:
+    """(hits only ``a`` has, hits only ``b`` has) over the same queries."""
+    b_hits = {r.id: r.hit for r in b.results}
+    a_only = sum(1 for r in a.results if r.hit and not b_hits.get(r.id, False))
+    a_hits = {r.id: r.hit for r in a.results}
+    b_only = sum(1 for r in b.results if r.hit and not a_hits.get(r.id, False))
+    return a_only, b_only
+
+
+def table(results: dict[str, dict[str, QualityResult]], backends: Sequence[str], k: int) -> list[str]:
+    ran = [b for b in backends if b in results]
+    head = f"{'set':<22} {'queries':>7}"
+    for b in ran:
+        head += f"  {b + f' hit@{k}':>16} {b + ' MRR':>14}"
+    pair = len(ran) >= 2
+    if pair:
+        a, b = ran[0], ran[1]
+        head += f"  {f'{a}-{b} (pts)':>22}  {f'only {a}/only {b}':>22}"
+    lines = [head, "-" * len(head)]
+    for label, per in _rows(results):
+        n = next(iter(per.values())).n
+        line = f"{label:<22} {n:>7}"
+        for backend in ran:
+            r = per.get(backend)
+            line += f"  {r.hit_at_k:>16.3f} {r.mrr:>14.3f}" if r else f"  {'n/a':>16} {'n/a':>14}"
+        if pair and ran[0] in per and ran[1] in per:
+            first, second = per[ran[0]], per[ran[1]]
+            diff = 100 * (first.hit_at_k - second.hit_at_k)
+            only_a, only_b = paired(first, second)
+            line += f"  {diff:>+22.1f}  {f'{only_a}/{only_b}':>22}"
+        lines.append(line)
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--sample-corpus", type=Path, default=SAMPLE_CORPUS)
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help="comma separated: torch,onnx-int8")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="benchmark corpus for the synthetic set")
+    parser.add_argument("--limit-files", type=int, default=200, help="first N files, sorted (0: all)")
+    parser.add_argument("--headings-per-page", type=int, default=2)
+    parser.add_argument("--chunk-tokens", type=int, default=None, help="default: the product's setting")
+    parser.add_argument("--overlap", type=int, default=None, help="default: the product's setting")
+    parser.add_argument("--skip-synthetic", action="store_true", help="only the sample dataset")
+    parser.add_argument("--show-misses", action="store_true", help="print every missed query per backend")
+    args = parser.parse_args(argv)
+    quiet_progress_bars()
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    sets: dict[str, tuple[Sequence[Path], Sequence[Query]]] = {
+        "sample": ([args.sample_corpus], load_dataset(args.dataset))
+    }
+    if not args.skip_synthetic:
+        problem = corpus_problem(args.corpus)
+        if problem:
+            print(f"error: {problem} (or pass --skip-synthetic)", file=sys.stderr)
+            return 2
+        files = corpus_files(args.corpus, args.limit_files or None)
+        sets["synthetic"] = (files, synthetic_queries(files, args.headings_per_page))
+    settings = make_settings(Path("unused"), "torch", args.chunk_tokens, args.overlap)
+    print(
+        f"retrieval_quality: k={args.k}, chunk {settings.chunking.chunk_tokens} tokens, overlap "
+        f"{settings.chunking.overlap_tokens}; "
+        + "; ".join(f"{name}: {len(q)} queries" for name, (_, q) in sets.items())
+    )
+    results: dict[str, dict[str, QualityResult]] = {}
+    for backend in backends:
+        try:
+            results[backend] = evaluate_backend(backend, sets, args.k, args.chunk_tokens, args.overlap)
+        except BackendUnavailable as exc:
+            print(f"  {backend}: skipped: {exc}")
+    if not results:
+        print("error: no backend could run", file=sys.stderr)
+        return 1
+    print()
+    for line in table(results, backends, args.k):
+        print(line)
+    if args.show_misses:
+        for backend, per in results.items():
+            for name, result in per.items():
+                for r in result.results:
+                    if not r.hit:
+                        print(f"miss {backend} {name} {r.id}: {r.question!r} -> {r.retrieved_sources}")
+    return 0 if all(b in results for b in backends) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

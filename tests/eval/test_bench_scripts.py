@@ -1,0 +1,96 @@
+"""Smoke tests of the evaluation scripts on the real embedder (torch backend), each well under a minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
+
+
+PAGE = """<!DOCTYPE html>
+<html><head><title>{title}</title></head>
+<body>
+<h1>{title}</h1>
+<h2>Overview</h2>
+<p>{title} explains how the {topic} subsystem stores its records and how operators rotate them safely.</p>
+<p>Every record carries a checksum; a record whose checksum does not match is moved to quarantine.</p>
+<h2>Configuration of the {topic} store</h2>
+<ul><li>retention: days to keep records (default 30)</li><li>compress: gzip old segments</li></ul>
+<table><tr><th>Option</th><th>Default</th></tr><tr><td>retention</td><td>30</td></tr></table>
+<pre>{topic}ctl rotate --keep 30</pre>
+</body></html>
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_retrieval_quality_on_the_sample_corpus(tmp_path: Path):
+    from eval.retrieval_quality import QualityResult, evaluate, ingest_for_eval, load_dataset
+
+    queries = load_dataset(REPO / "eval" / "datasets" / "sample_smoke.jsonl")
+    assert queries and all(q.gold_sources for q in queries)
+    indexed = ingest_for_eval([SAMPLE_CORPUS], tmp_path / "data", "torch")
+    result = evaluate(indexed, queries, k=5, name="sample", backend="torch")
+
+    assert isinstance(result, QualityResult) and result.n == len(queries)
+    assert 0.0 < result.hit_at_k <= 1.0
+    assert 0.0 < result.mrr <= result.hit_at_k
+    sample_files = {p.name for p in SAMPLE_CORPUS.iterdir()}
+    for query, r in zip(queries, result.results, strict=True):
+        assert r.id == query.id and r.question == query.question and r.gold_sources == query.gold_sources
+        assert 0 < len(r.retrieved_sources) <= 5 and set(r.retrieved_sources) <= sample_files
+        assert len(r.scores) == len(r.retrieved_sources)
+        assert r.scores == sorted(r.scores, reverse=True)
+        if r.hit:
+            assert 1 <= r.rank <= 5 and r.retrieved_sources[r.rank - 1] in r.gold_sources
+            assert not set(r.retrieved_sources[: r.rank - 1]) & set(r.gold_sources)
+        else:
+            assert r.rank is None and not set(r.retrieved_sources) & set(r.gold_sources)
+
+
+def test_synthetic_queries_come_from_distinctive_headings(tmp_path: Path):
+    from eval.retrieval_quality import name_summary, synthetic_queries
+
+    for number, topic in enumerate(["ledger", "journal", "archive"]):
+        (tmp_path / f"page{number}.html").write_text(PAGE.format(title=f"Guide {number}", topic=topic))
+    queries = synthetic_queries(sorted(tmp_path.glob("*.html")))
+    # "Overview" is on every page and one word: never a query; each page's own configuration heading is.
+    assert [(q.question, q.gold_sources) for q in queries] == [
+        (f"Configuration of the {topic} store", (f"page{n}.html",))
+        for n, topic in enumerate(["ledger", "journal", "archive"])
+    ]
+    assert name_summary("git-branch -\r\n   List, create, or delete branches") == "List, create, or delete branches"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_bench_core_timing_without_llamaindex(tmp_path: Path):
+    from eval.bench_ingest import corpus_files, run_benchmark
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for number, topic in enumerate(["ledger", "journal", "archive"]):
+        (corpus / f"page{number}.html").write_text(PAGE.format(title=f"Guide {number}", topic=topic))
+    files = corpus_files(corpus, None)
+    assert len(files) == 3
+
+    lines: list[str] = []
+    report = run_benchmark(files, backends=["torch"], skip_llamaindex=True, log=lines.append)
+
+    assert report.corpus.files == 3 and report.corpus.documents == 3 and report.corpus.tokens > 0
+    assert report.corpus.bytes > 0 and report.corpus.sections > 0
+    assert "llama-index" not in report.runs
+    ours, raw = report.runs["ours (torch)"], report.runs["raw"]
+    for run in (ours, raw):
+        assert run.ok, run.error
+        assert run.seconds > 0 and run.chunks > 0 and run.embedded_tokens > 0
+        assert run.chunks_per_s > 0 and run.embedded_tokens_per_s > 0 and run.load_seconds > 0
+        assert run.peak_rss_mib >= run.start_rss_mib > 0
+    assert ours.document_tokens == report.corpus.tokens and ours.tokens_per_s > 0
+    assert raw.chunks == ours.chunks  # raw encodes exactly the texts our chunker embedded
+    assert report.ru_maxrss_self_mib > 0
+    assert report.ratio("ours (torch)", "raw", "embedded_tokens_per_s") > 0
+    assert any(line.startswith("corpus: 3 files") for line in lines)

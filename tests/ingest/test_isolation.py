@@ -1,0 +1,68 @@
+"""Each file is parsed in a worker process under a time and a memory limit: a hang, a crash or a memory bomb
+fails that one file with a clear reason, and every good file still lands."""
+
+from pathlib import Path
+
+import pytest
+
+from ingest.pipeline import IngestService
+from ingest.workers import ParsePool
+from rag.errors import StoreBusyError
+from rag.locking import WriterLock
+from rag.settings import IngestSettings
+from rag.store import ChromaStore
+from tests.fakes import HashEmbedder
+
+EVIL = "tests.ingest.evil_parser:read_document"
+
+
+def test_hang_crash_and_memory_bomb_fail_alone(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("good-1.txt", "good-2.txt", "good-3.txt"):  # plain text: no slow parser import in the worker
+        (docs / name).write_text(f"The canteen serves {name} soup on Mondays.\n")
+    for name in ("hang.md", "segfault.md", "exit.md", "bomb.md", "bug.md"):
+        (docs / name).write_text("# trap\n\nnever read\n")
+    settings = IngestSettings(parse_workers=2, parse_timeout_s=8, parse_memory_mb=1024)
+    store = ChromaStore(fake_settings.data_dir / "chroma", "test")
+    service = IngestService(HashEmbedder(), store, fake_settings.chunking, settings, parser=EVIL)
+    report = service.ingest_paths([docs])
+    reasons = {f.path.name: f.error for f in report.failed}
+    assert set(reasons) == {"hang.md", "segfault.md", "exit.md", "bomb.md", "bug.md"}
+    assert "longer than 8 s" in reasons["hang.md"] and "parse_timeout_s" in reasons["hang.md"]
+    assert "crashed (signal 11" in reasons["segfault.md"]
+    assert "crashed (exit code 3" in reasons["exit.md"]
+    assert "more than 1024 MB" in reasons["bomb.md"]
+    assert "parser failed" in reasons["bug.md"] and "ZeroDivisionError" in reasons["bug.md"]
+    assert report.count("added") == 3
+    failed = {r.path.rsplit("/", 1)[-1]: r for r in store.docstore.documents("failed")}
+    assert set(failed) == set(reasons) and all(r.error for r in failed.values())
+
+
+def test_pool_replaces_dead_workers_and_keeps_going(tmp_path: Path):
+    files = []
+    for i in range(4):
+        good = tmp_path / f"ok-{i}.txt"
+        good.write_text(f"line {i}")
+        crash = tmp_path / f"exit-{i}.txt"
+        crash.write_text("x")
+        files += [crash, good]
+    pool = ParsePool(workers=1, timeout_s=30, memory_mb=1024, parser=EVIL)
+    outcomes = {o.path.name: o for o in pool.parse(files)}
+    assert len(outcomes) == 8
+    assert all(outcomes[f"ok-{i}.txt"].document.sections[0].text == f"line {i}" for i in range(4))
+    assert all(outcomes[f"exit-{i}.txt"].error is not None for i in range(4))
+
+
+def test_a_second_writer_gets_a_clear_error_not_a_hang(fake_settings, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\ntext\n")
+    service = IngestService(
+        HashEmbedder(), ChromaStore(fake_settings.data_dir / "chroma", "test"), fake_settings.chunking
+    )
+    with WriterLock(fake_settings.data_dir, "test holder"):
+        with pytest.raises(StoreBusyError) as caught:
+            service.ingest_paths([docs])
+    assert "another writer holds the store" in caught.value.message and "test holder" in caught.value.message
+    assert service.ingest_paths([docs]).count("added") == 1  # released: the next run goes ahead
