@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast bench lock clean
+.PHONY: setup serve test test-fast bench bench-ingest bench-quality bench-big-pdf lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m eval.bench_pipeline
+
+# Ingest throughput vs llama-index's IngestionPipeline and raw fp32 encode (needs: apt install git-doc).
+bench-ingest: setup
+	$(BIN)/python -m eval.bench_ingest
+
+# hit@5 / MRR per embedding backend, on the eval set and on synthetic git-doc queries.
+bench-quality: setup
+	$(BIN)/python -m eval.retrieval_quality
+
+# Peak RSS ingesting a generated 1,000-page PDF, against 10 pages.
+bench-big-pdf: setup
+	$(BIN)/python -m eval.bench_big_pdf
 
 lock: setup
 	{ echo "# Exact versions for a reproducible install: used as a pip constraint by the Makefile."; \

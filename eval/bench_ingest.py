@@ -289,6 +289,7 @@ class RunResult:
     start_rss_mib: float = 0.0
     peak_rss_mib: float = 0.0
     max_children: int = 0
+    cpu_seconds: float = 0.0  # user + system CPU of this process and its reaped children during the timed run
     note: str = ""
     error: str | None = None
 
@@ -316,7 +317,8 @@ class RunResult:
             f"{self.name:<22} {self.seconds:7.1f}s  {doc}  {self.chunks_per_s:7.1f} chunks/s  "
             f"({self.chunks:,} chunks, {self.embedded_tokens_per_s:,.0f} embedded tokens/s)  "
             f"peak RSS {self.peak_rss_mib:,.0f} MiB (start {self.start_rss_mib:,.0f}, "
-            f"+{self.peak_rss_mib - self.start_rss_mib:,.0f}; children {self.max_children})"
+            f"+{self.peak_rss_mib - self.start_rss_mib:,.0f}; children {self.max_children}), "
+            f"CPU {self.cpu_seconds:,.0f}s ({self.cpu_seconds / self.seconds:.1f} cores busy)"
         )
 
 
@@ -340,12 +342,19 @@ class BenchReport:
 # The measurements
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @contextmanager
 def _measured(result: RunResult) -> Iterator[None]:
     with RssSampler() as sampler:
+        cpu = _cpu_seconds()
         started = time.perf_counter()
         yield
         result.seconds = time.perf_counter() - started
+        result.cpu_seconds = _cpu_seconds() - cpu
     result.start_rss_mib = sampler.start_bytes / MIB
     result.peak_rss_mib = sampler.peak_bytes / MIB
     result.max_children = sampler.max_children
@@ -395,20 +404,23 @@ def run_ours(
     result = RunResult(f"ours ({backend})", document_tokens=document_tokens)
     data_dir = Path(tempfile.mkdtemp(prefix=f"ours-{backend}-", dir=workdir))
     settings = make_settings(data_dir, backend, chunk_tokens, overlap_tokens)
+    store = build_store(settings)
+    store.count()  # open (create) the Chroma collection outside the timed region, as for llama-index
     try:
         started = time.perf_counter()
         embedder, result.note = build_backend_embedder(settings)
+        service = make_ingest_service(settings, embedder, store)
+        # As `rag ingest` does: the parse worker processes start while the model loads (excluded, like the load).
+        getattr(service, "warm", lambda: None)()
         load_embedder(embedder, backend)
         embedder.embed_documents(WARMUP_TEXTS)
         result.load_seconds = time.perf_counter() - started
     except BackendUnavailable as exc:
         result.error = str(exc)
         return result, []
-    store = build_store(settings)
-    store.count()  # open (create) the Chroma collection outside the timed region, as for llama-index
-    service = make_ingest_service(settings, embedder, store)
     with _measured(result):
         report = service.ingest_paths(list(files))
+    getattr(service, "close", lambda: None)()
     result.chunks = report.chunks_embedded
     result.embedded_tokens = report.tokens_embedded
     if not report.ok:
@@ -595,6 +607,13 @@ def ratio_lines(report: BenchReport, backends: Sequence[str]) -> list[str]:
     return lines
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" (1/5/15 min, {os.cpu_count()} CPUs)"
+    except OSError:  # pragma: no cover - not on every platform
+        return "n/a"
+
+
 def versions() -> str:
     found = []
     for name in BENCH_PACKAGES:
@@ -632,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"overlap {args.overlap}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
     )
     print(f"versions: {versions()}")
+    print(f"load average before: {_loadavg()} (other work on these CPUs skews every figure below)")
     report = run_benchmark(
         files,
         backends=backends,
@@ -644,8 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     print(
         f"ru_maxrss: self {report.ru_maxrss_self_mib:,.0f} MiB, children {report.ru_maxrss_children_mib:,.0f} MiB "
-        "(lifetime peaks of this process / of its waited-for children)"
+        "(lifetime peaks of this process / of its largest waited-for child; on Linux a child started with "
+        "fork+exec inherits the parent's high-water mark, so the children figure is an upper bound)"
     )
+    print(f"load average after: {_loadavg()}")
     print(
         "notes: doc tokens/s = corpus document tokens / seconds (same numerator for every pipeline); ours includes "
         f"parsing ({report.corpus.parse_seconds:.1f}s single-process here), llama-index starts from parsed Documents"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.readers import ParsedDocument
@@ -22,6 +23,27 @@ def document_id(path: Path) -> str:
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What a parse worker needs to chunk exactly as the main process would: the embedder's tokenizer file."""
+
+    tokenizer_file: str
+    chunk_tokens: int
+    overlap_tokens: int
+
+    def build(self) -> Chunker:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(self.tokenizer_file)
+        tokenizer.no_truncation()  # tokenizer.json may carry its own limits; counting needs whole texts
+        tokenizer.no_padding()
+
+        def tokenize(text: str) -> list[int]:
+            return tokenizer.encode(text, add_special_tokens=False).ids
+
+        return Chunker(tokenize, self.chunk_tokens, self.overlap_tokens)
 
 
 _SEPARATOR = re.compile(r"^\|(\s*:?-{3,}:?\s*\|)+$")
@@ -78,6 +100,9 @@ class Chunker:
             used += cost
         pieces.append("\n".join(header + group))
         return pieces
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize(text))
 
     def split_section(self, text: str) -> list[str]:
         pieces: list[str] = []

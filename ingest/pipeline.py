@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.chunking import Chunker, document_id
+from ingest.chunking import Chunker, ChunkSpec, document_id
 from ingest.readers import SUPPORTED, ReaderOptions
-from ingest.workers import DEFAULT_PARSER, ParsePool
+from ingest.workers import DEFAULT_PARSER, ParseOutcome, ParsePool
 from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
 from rag.errors import ConfigError, DocumentError, FileTooLargeError, NotFoundError
@@ -186,6 +186,7 @@ class IngestService:
         self.parser = parser
         self.data_dir = store.path.parent
         self._chunker: Chunker | None = None
+        self._pool: ParsePool | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, embedder: Embedder, store: ChromaStore) -> IngestService:
@@ -194,6 +195,26 @@ class IngestService:
     @property
     def registry(self):  # noqa: ANN201 - DocStore
         return self.store.docstore
+
+    @property
+    def pool(self) -> ParsePool:
+        if self._pool is None:
+            self._pool = ParsePool(
+                workers=self.settings.parse_workers,
+                timeout_s=self.settings.parse_timeout_s,
+                memory_mb=self.settings.parse_memory_mb,
+                options=reader_options(self.settings),
+                parser=self.parser,
+            )
+        return self._pool
+
+    def warm(self) -> None:
+        """Start the parse workers now, e.g. while the embedding model loads."""
+        self.pool.warm()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
     @property
     def chunker(self) -> Chunker:
@@ -267,28 +288,34 @@ class IngestService:
                 done(result)
         by_path = {c.path: c for c in candidates}
         buffer: list[tuple[ChunkRecord, _Pending]] = []
-        pool = ParsePool(
-            workers=self.settings.parse_workers,
-            timeout_s=self.settings.parse_timeout_s,
-            memory_mb=self.settings.parse_memory_mb,
-            options=reader_options(self.settings),
-            parser=self.parser,
-        )
-        for outcome in pool.parse([c.path for c in candidates]):
+        pool = self.pool
+        pool.chunk_spec = self.chunk_spec()
+
+        def chunk_args(path: Path) -> dict:
+            candidate = by_path[path]
+            return {
+                "doc_id": candidate.doc_id,
+                "source": str(candidate.path),
+                "file_hash": candidate.file_hash,
+                "extra_metadata": {"acl_groups": ",".join(self._groups(candidate, acl_groups))},
+            }
+
+        for outcome in pool.parse([c.path for c in candidates], chunk_args):
             if cancel is not None and cancel.is_set():
                 break
             candidate = by_path[outcome.path]
             if outcome.error is not None:
                 done(self._fail(candidate, outcome.error))
                 continue
-            pending = self._prepare(candidate, outcome.document, acl_groups)
+            pending = self._prepare(candidate, outcome, acl_groups)
             if isinstance(pending, FileResult):
                 done(pending)
                 continue
             buffer.extend((record, pending) for record in pending.records)
             if pending.remaining == 0:
                 done(self._finalize(pending))
-            if len(buffer) >= self.settings.embed_batch:
+            # Embed when the batch is full, or when nothing else is parsed yet: the embedder never waits idle.
+            if len(buffer) >= self.settings.embed_batch or (buffer and pool.ready() == 0):
                 for result in self._flush(buffer):
                     done(result)
                 buffer = []
@@ -327,18 +354,36 @@ class IngestService:
         self.registry.record_failure(candidate.doc_id, str(candidate.path), error.message)
         return FileResult(candidate.path, "failed", error=error.message, code=error.code, doc_id=candidate.doc_id)
 
-    def _prepare(self, candidate: _Candidate, document, acl_groups: list[str] | None) -> _Pending | FileResult:  # noqa: ANN001
+    def chunk_spec(self) -> ChunkSpec | None:
+        """Chunk in the parse workers when the embedder's tokenizer is a file they can load."""
+        tokenizer_file = getattr(self.embedder, "tokenizer_file", None)
+        if tokenizer_file is None:
+            return None
+        return ChunkSpec(str(tokenizer_file), self.chunking.chunk_tokens, self.chunking.overlap_tokens)
+
+    @staticmethod
+    def _groups(candidate: _Candidate, acl_groups: list[str] | None) -> list[str]:
         groups = acl_groups if acl_groups is not None else (candidate.known.acl_groups if candidate.known else [])
-        try:
-            records = self.chunker.chunk(
-                document,
-                doc_id=candidate.doc_id,
-                source=str(candidate.path),
-                file_hash=candidate.file_hash,
-                extra_metadata={"acl_groups": ",".join(sorted(groups))},
-            )
-        except (ValueError, RuntimeError) as exc:
-            return self._fail(candidate, DocumentError(f"{candidate.path.name}: cannot split the text: {exc}"))
+        return sorted(groups)
+
+    def _prepare(
+        self, candidate: _Candidate, outcome: ParseOutcome, acl_groups: list[str] | None
+    ) -> _Pending | FileResult:
+        groups = self._groups(candidate, acl_groups)
+        document = outcome.document
+        records, counts = outcome.records, outcome.token_counts
+        if records is None:  # chunk here: the embedder's tokenizer could not travel to the workers
+            try:
+                records = self.chunker.chunk(
+                    document,
+                    doc_id=candidate.doc_id,
+                    source=str(candidate.path),
+                    file_hash=candidate.file_hash,
+                    extra_metadata={"acl_groups": ",".join(groups)},
+                )
+            except (ValueError, RuntimeError) as exc:
+                return self._fail(candidate, DocumentError(f"{candidate.path.name}: cannot split the text: {exc}"))
+            counts = [len(self.embedder.tokenize(r.embed_text)) for r in records]
         if not records:
             return self._fail(candidate, DocumentError(f"{candidate.path.name}: no text to index"))
         self.registry.begin(candidate.doc_id, str(candidate.path))
@@ -352,7 +397,7 @@ class IngestService:
         kept = [r for r in records if r.id in in_chroma]
         status = "updated" if candidate.known is not None and candidate.known.content_hash else "added"
         result = FileResult(candidate.path, status, chunks=len(records), embedded=len(new), doc_id=candidate.doc_id)
-        result.tokens = sum(len(self.embedder.tokenize(r.embed_text)) for r in new)
+        result.tokens = sum(n for r, n in zip(records, counts, strict=True) if r.id not in in_chroma)
         return _Pending(
             candidate,
             document.title,
@@ -362,7 +407,7 @@ class IngestService:
             stale=sorted(everywhere - wanted),
             result=result,
             remaining=len(new),
-            groups=sorted(groups),
+            groups=groups,
         )
 
     def _flush(self, buffer: list[tuple[ChunkRecord, _Pending]]) -> list[FileResult]:

@@ -319,12 +319,29 @@ def _html_table_rows(table) -> list[list[str]]:  # noqa: ANN001 - bs4 Tag
     return rows
 
 
+def _pick_html_parser() -> str:
+    """lxml (BSD) is about 3x faster than the pure-Python parser; both ship with our dependencies' tree."""
+    try:
+        import warnings
+
+        import lxml  # noqa: F401
+        from bs4 import XMLParsedAsHTMLWarning
+
+        warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)  # XHTML pages are read as HTML on purpose
+        return "lxml"
+    except ImportError:  # pragma: no cover - lxml comes with python-docx
+        return "html.parser"
+
+
+_HTML_PARSER = _pick_html_parser()
+
+
 def html_sections(html: str, base_heading: list[str] | None = None) -> tuple[str, list[Section]]:
     """Title and sections of an HTML page (possibly none); headings h1..h6 extend `base_heading`."""
     from bs4 import BeautifulSoup
 
     base = list(base_heading or [])
-    soup = BeautifulSoup(html, "html.parser")
+    soup = BeautifulSoup(html, _HTML_PARSER)
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
     title = (soup.title.get_text(strip=True) if soup.title else "") or ""

@@ -45,12 +45,24 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
+def _preload() -> None:
+    """Import the heavy parsing and splitting modules up front: a warmed worker's first file is not slow."""
+    for module in ("bs4", "lxml.etree", "pypdf", "tokenizers", "llama_index.core.node_parser"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # pragma: no cover - optional speed-up only
+            pass
+
+
 def _worker_main(conn: Connection) -> None:
-    """Loop: receive a path, parse it, send back ("ok", doc) or ("error", code, message)."""
+    """Loop: receive a path (and how to chunk it), parse it, send back ("ok", doc, chunks, token counts) or
+    ("error", code, message). Chunking here, with the embedder's tokenizer, keeps it off the embedding thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     parser_spec, options, memory_mb = conn.recv()
     _limit_memory(memory_mb)
     parse = load_callable(parser_spec)
+    _preload()
+    chunkers: dict[Any, Any] = {}
     while True:
         try:
             task = conn.recv()
@@ -58,9 +70,22 @@ def _worker_main(conn: Connection) -> None:
             return
         if task is None:
             return
-        path = Path(task)
+        path, chunk_args, chunk_spec = Path(task[0]), task[1], task[2]
         try:
-            conn.send(("ok", parse(path, options)))
+            document = parse(path, options)
+            if chunk_spec is None or chunk_args is None:
+                conn.send(("ok", document, None, None))
+                continue
+            if chunk_spec not in chunkers:
+                chunkers[chunk_spec] = chunk_spec.build()
+            chunker = chunkers[chunk_spec]
+            try:
+                records = chunker.chunk(document, **chunk_args)
+            except (ValueError, RuntimeError) as exc:
+                raise DocumentError(f"{path.name}: cannot split the text: {exc}") from exc
+            counts = [chunker.count_tokens(r.embed_text) for r in records]
+            document.sections = []  # the chunks carry the text now; don't ship it twice
+            conn.send(("ok", document, records, counts))
         except DocumentError as exc:
             conn.send(("error", exc.code, exc.message))
         except MemoryError:
@@ -77,6 +102,8 @@ class ParseOutcome:
     document: Any = None
     error: DocumentError | None = None
     seconds: float = 0.0
+    records: list | None = None  # chunks, when the pool was given a ChunkSpec and chunk arguments
+    token_counts: list[int] | None = None
 
 
 class _Worker:
@@ -106,10 +133,10 @@ class _Worker:
         except subprocess.TimeoutExpired:
             return None
 
-    def assign(self, path: Path) -> None:
+    def assign(self, path: Path, chunk_args: dict | None, chunk_spec: Any) -> None:
         self.path = path
         self.started = time.monotonic()
-        self.conn.send(str(path))
+        self.conn.send((str(path), chunk_args, chunk_spec))
 
     def kill(self) -> None:
         if self.alive():
@@ -130,7 +157,11 @@ class _Worker:
 
 
 class ParsePool:
-    """``parse(paths)`` yields one ParseOutcome per path, in completion order."""
+    """``parse(paths)`` yields one ParseOutcome per path, in completion order.
+
+    Workers outlive a ``parse`` call, so a server's jobs and a CLI run don't pay interpreter start-up per job;
+    ``warm()`` starts them early (the CLI does it while the embedding model loads); ``close()`` ends them.
+    """
 
     def __init__(
         self,
@@ -141,6 +172,7 @@ class ParsePool:
         options: Any = None,
         parser: str = DEFAULT_PARSER,
         max_ready: int = 8,
+        chunk_spec: Any = None,
     ) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
@@ -148,13 +180,32 @@ class ParsePool:
         self.options = options
         self.parser = parser
         self.max_ready = max_ready  # parsed documents waiting for the embedder: bounds memory
+        self.chunk_spec = chunk_spec
         self._spawned: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
 
-    def parse(self, paths: Iterable[Path]) -> Iterator[ParseOutcome]:
+    def warm(self) -> None:
+        """Start the worker processes now (non-blocking: they import in the background)."""
+        with self._lock:
+            self._idle = [w for w in self._idle if w.alive()]
+            while len(self._idle) < self.workers:
+                self._idle.append(self._spawn())
+
+    def close(self) -> None:
+        with self._lock:
+            for worker in self._spawned:
+                worker.stop()
+            self._spawned, self._idle = [], []
+
+    def parse(self, paths: Iterable[Path], chunk_args: Callable[[Path], dict] | None = None) -> Iterator[ParseOutcome]:
+        """Parse (and, given a ChunkSpec and ``chunk_args(path)``, chunk) every path."""
+        self._chunk_args = chunk_args
         pending = deque(paths)
         if not pending:
             return
         results: queue.Queue[ParseOutcome | BaseException | None] = queue.Queue(maxsize=self.max_ready)
+        self._results = results
         stop = threading.Event()
         thread = threading.Thread(
             target=self._dispatch, args=(pending, results, stop), name="rag-parse-dispatch", daemon=True
@@ -177,18 +228,26 @@ class ParsePool:
                     pass
                 thread.join(timeout=0.1)
 
+    def ready(self) -> int:
+        """Parsed files waiting to be consumed (0: the consumer would block on the next one)."""
+        results = getattr(self, "_results", None)
+        return results.qsize() if results is not None else 0
+
     def _dispatch(self, pending: deque[Path], results: queue.Queue, stop: threading.Event) -> None:
-        self._spawned: list[_Worker] = []
+        busy: dict[Connection, _Worker] = {}
+        with self._lock:
+            idle, self._idle = [w for w in self._idle if w.alive()], []
         try:
-            count = min(self.workers, len(pending))
-            idle = [self._spawn() for _ in range(count)]
-            busy: dict[Connection, _Worker] = {}
+            while len(idle) < min(self.workers, len(pending)):
+                idle.append(self._spawn())
             while (pending or busy) and not stop.is_set():
                 while idle and pending:
                     worker = idle.pop()
                     if not worker.alive():
                         worker = self._replace(worker)
-                    worker.assign(pending.popleft())
+                    path = pending.popleft()
+                    args = self._chunk_args(path) if self._chunk_args and self.chunk_spec else None
+                    worker.assign(path, args, self.chunk_spec)
                     busy[worker.conn] = worker
                 deadline = min(w.started + self.timeout_s for w in busy.values())
                 # A worker that dies closes its socket, so its connection turns readable (EOF) too.
@@ -217,8 +276,10 @@ class ParsePool:
         except BaseException as exc:  # surface dispatcher bugs in the consumer, never hang it
             self._put(results, exc, stop)
         finally:
-            for worker in self._spawned:
-                worker.stop()
+            for worker in busy.values():  # stopped mid-file (the consumer went away): its result is unwanted
+                worker.kill()
+            with self._lock:
+                self._idle.extend(w for w in idle if w.alive())
 
     def _collect(self, worker: _Worker, now: float) -> tuple[ParseOutcome, bool]:
         """Read one result; a worker that died instead gets its file a crash report."""
@@ -228,7 +289,9 @@ class ParsePool:
             if worker.conn.poll():
                 message = worker.conn.recv()
                 if message[0] == "ok":
-                    return ParseOutcome(worker.path, document=message[1], seconds=seconds), True
+                    _, document, records, counts = message
+                    outcome = ParseOutcome(worker.path, document, seconds=seconds, records=records, token_counts=counts)
+                    return outcome, True
                 _, code, text = message
                 error = ParseLimitError(text) if code == ParseLimitError.code else DocumentError(text)
                 error.code = code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 from rag.errors import ModelNotReadyError
@@ -45,6 +46,7 @@ class SentenceTransformerEmbedder:
         self.settings = settings
         self.model_id = settings.model
         self.model_sha256: str | None = None  # sha256 of the weights (one hash over the weight files)
+        self.tokenizer_file: Path | None = None  # lets parse workers count tokens exactly as this model does
         self._model = None
         self._lock = threading.Lock()
 
@@ -57,6 +59,8 @@ class SentenceTransformerEmbedder:
             folder = find_sentence_transformers_folder(resolve_model_path(self.settings.model, kind="embedding"))
             model = SentenceTransformer(str(folder), device=resolve_device(self.settings.device), local_files_only=True)
             self.model_sha256 = weights_sha256(folder)
+            if (folder / "tokenizer.json").is_file():
+                self.tokenizer_file = folder / "tokenizer.json"
             self._model = model
 
     @property

@@ -398,6 +398,7 @@ class OnnxInt8Embedder:
         self._tokenizer: Any = None  # no truncation: counts whole sections
         self._batch_tokenizer: Any = None  # truncates at max_seq_length, adds special tokens
         self._pad_id = 0
+        self.tokenizer_file: Path | None = None  # lets parse workers count tokens exactly as this model does
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -419,6 +420,7 @@ class OnnxInt8Embedder:
             self._pad_id = _pad_id(folder)
             self.model_sha256 = sha256_file(path)
             self.onnx_path = path
+            self.tokenizer_file = folder / "tokenizer.json"
             self.layout = layout
             self._session = session
 
@@ -444,7 +446,7 @@ class OnnxInt8Embedder:
         # Longest first, so each batch pads to a similar length and the slowest batch fails early if memory is short.
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
         vectors = np.empty((len(texts), 0), dtype=np.float32)
-        size = self.settings.batch_size
+        size = self.settings.onnx_batch_size
         for start in range(0, len(order), size):
             rows = order[start : start + size]
             ids, mask = _pad([encodings[i].ids for i in rows], self._pad_id)

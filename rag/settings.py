@@ -31,7 +31,16 @@ class EmbeddingSettings(BaseModel):
         ),
     )
     device: Device = Field("cpu", description="Where the embedder runs (the torch backend only uses CUDA).")
-    batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch (torch backend).")
+    onnx_batch_size: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description=(
+            "Texts per onnxruntime call (onnx-int8 backend). Small batches of length-sorted texts are fastest on "
+            "CPU: measured on git-doc, 4 gave 12.8k tokens/s against 10.0k with 64."
+        ),
+    )
     query_prefix: str = Field("", description="Text put before each query (e5/bge style models need one).")
 
 

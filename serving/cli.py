@@ -61,9 +61,10 @@ def ingest(
         console.print(f"The store at {settings.data_dir} already holds {store.count()} chunks; nothing to do.")
         return
     embedder = build_embedder(settings)
+    service = IngestService.from_settings(settings, embedder, store)
+    service.warm()  # parse workers start while the model loads
     with console.status("Loading the embedding model…"):
         embedder.load()
-    service = IngestService.from_settings(settings, embedder, store)
     columns = [
         TextColumn("[bold]Ingesting"),
         BarColumn(),
@@ -82,9 +83,16 @@ def ingest(
             advance = 0 if result.status == "removed" else 1
             progress.update(task, advance=advance, chunks=counts["chunks"], rate=counts["chunks"] / elapsed)
 
-        report = service.ingest_paths(
-            paths, progress=on_file, acl_groups=group, prune=prune, on_total=lambda n: progress.update(task, total=n)
-        )
+        try:
+            report = service.ingest_paths(
+                paths,
+                progress=on_file,
+                acl_groups=group,
+                prune=prune,
+                on_total=lambda n: progress.update(task, total=n),
+            )
+        finally:
+            service.close()
     print_report(report)
     console.print(report.summary(), soft_wrap=True)
     console.print(f"The store now holds {store.count()} chunks.")

