@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ingest.pipeline import FileResult, IngestReport, IngestService, discover
 from rag.docstore import DocumentRecord, now_iso
-from rag.errors import InvalidRequestError, NotFoundError, RagError, StoreBusyError
+from rag.errors import (
+    InvalidRequestError,
+    JobsClosedError,
+    NotFoundError,
+    PathNotAllowedError,
+    RagError,
+    StoreBusyError,
+    UploadTooLargeError,
+)
 
 if TYPE_CHECKING:
     from rag.container import Container
@@ -51,24 +59,6 @@ MAX_NAME_BYTES = 255
 
 # Queue priorities: stop first, then deletions, then ingest jobs (FIFO within one priority).
 _STOP, _TASK, _JOB = 0, 1, 2
-
-
-class PathNotAllowedError(RagError):
-    code = "path_not_allowed"
-    status = 403
-    title = "Path not allowed"
-
-
-class UploadTooLargeError(RagError):
-    code = "upload_too_large"
-    status = 413
-    title = "Upload too large"
-
-
-class JobsClosedError(RagError):
-    code = "shutting_down"
-    status = 503
-    title = "The server is shutting down"
 
 
 Upload = tuple[str | None, bytes | BinaryIO]

@@ -87,3 +87,21 @@ class NotFoundError(RagError):
     code = "not_found"
     status = 404
     title = "Not found"
+
+
+class PathNotAllowedError(RagError):
+    code = "path_not_allowed"
+    status = 403
+    title = "Path not allowed"
+
+
+class UploadTooLargeError(RagError):
+    code = "upload_too_large"
+    status = 413
+    title = "Upload too large"
+
+
+class JobsClosedError(RagError):
+    code = "shutting_down"
+    status = 503
+    title = "The server is shutting down"
