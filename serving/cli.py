@@ -44,7 +44,7 @@ def main_options(
 def ingest(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files and folders to ingest.")],
-    if_empty: Annotated[bool, typer.Option(help="Do nothing when the store already holds chunks.")] = False,
+    if_empty: Annotated[bool, typer.Option(help="Do nothing when the store already holds documents.")] = False,
     prune: Annotated[bool, typer.Option(help="Remove documents under the given folders whose files are gone.")] = False,
     group: Annotated[
         list[str] | None,
@@ -57,7 +57,8 @@ def ingest(
 
     settings = settings_of(ctx)
     store = build_store(settings)
-    if if_empty and store.count() > 0:
+    # The registry, not Chroma's count: a store written before the registry existed gets its texts filled in.
+    if if_empty and store.docstore.documents("indexed"):
         console.print(f"The store at {settings.data_dir} already holds {store.count()} chunks; nothing to do.")
         return
     embedder = build_embedder(settings)
