@@ -554,3 +554,5 @@ class JobManager:
             worker.join(timeout)
             if worker.is_alive():
                 log.warning("the ingest job thread did not stop within %.0f s; leaving it to exit", timeout)
+                return
+        self.service.close()  # the parse worker processes

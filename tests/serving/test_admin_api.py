@@ -231,6 +231,9 @@ class StubService:
         self.deleted: list[str] = []
         self.registry = SimpleNamespace(document=lambda doc_id: DocumentRecord(doc_id, f"/docs/{doc_id}", "indexed"))
 
+    def close(self) -> None:
+        pass
+
     def ingest_paths(self, paths, progress=None, *, acl_groups=None, prune=False, cancel=None, on_total=None):  # noqa: ANN001, ANN201
         on_total(2)
         first = FileResult(Path("a.md"), "added", chunks=4, embedded=4, doc_id="a")
