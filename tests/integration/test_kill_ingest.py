@@ -32,7 +32,8 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROUNDS = 10
+KILLS = 10  # kill points; rounds whose run ends before its kill point don't count (but are still checked)
+MAX_ROUNDS = 25
 WORDS = (
     "policy leave travel expense laptop badge office server backup incident audit budget invoice contract "
     "supplier training safety canteen parking payroll pension holiday approval manager report quarter "
@@ -106,23 +107,37 @@ def test_kill_9_at_random_points_then_rerun_leaves_exactly_the_right_chunks(tmp_
     assert code == 0, out
     check_store(data_dir, corpus, chunker, embedder)
 
-    killed_rounds = 0
+    started = time.monotonic()
+    code, out = run_ingest(data_dir, corpus, kill_after=None)  # nothing changed: start-up and hashing only
+    startup = time.monotonic() - started
+    assert code == 0 and "nothing new to embed" in out, out
+    print(f"full run {full_run:.2f}s, no-op run {startup:.2f}s")
+
+    killed = 0
+    # Kill points fall after start-up, while a round's work (about half the files changed) is in flight.
+    window = max(startup + 0.5, startup + 0.7 * (full_run - startup))
     next_doc = len(names)
-    for round_no in range(ROUNDS):
+    for round_no in range(MAX_ROUNDS):
+        if killed == KILLS:
+            break
         files = sorted(corpus.iterdir())
         for path in rng.sample(files, k=len(files) // 2):
             write_doc(path, rng)  # new content: new chunks to embed, old ones to delete
         rng.choice(files).unlink()
         write_doc(corpus / f"doc-{next_doc:02d}.md", rng)
         next_doc += 1
-        kill_after = rng.uniform(0.2, full_run)
+        kill_after = rng.uniform(0.8 * startup, window)
         code, out = run_ingest(data_dir, corpus, kill_after=kill_after)
-        killed_rounds += code == -9
-        print(f"round {round_no}: killed after {kill_after:.2f}s" if code == -9 else f"round {round_no}: finished")
+        if code == -9:
+            killed += 1
+            print(f"round {round_no}: killed after {kill_after:.2f}s")
+        else:
+            window = max(startup, 0.9 * kill_after)  # the run was quicker than the window: aim earlier
+            print(f"round {round_no}: finished before {kill_after:.2f}s")
         code, out = run_ingest(data_dir, corpus, kill_after=None)
         assert code == 0, f"round {round_no} (seed {seed}) rerun failed:\n{out}"
         check_store(data_dir, corpus, chunker, embedder)
-    assert killed_rounds >= ROUNDS - 2, "most runs should have been killed mid-flight; the corpus is too small"
+    assert killed == KILLS, f"only {killed} of {MAX_ROUNDS} rounds were killed mid-flight (seed {seed})"
 
 
 def check_store(data_dir: Path, corpus: Path, chunker: Chunker, embedder) -> None:  # noqa: ANN001
