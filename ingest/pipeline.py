@@ -252,8 +252,20 @@ class IngestService:
         on_total: Callable[[int], None] | None = None,
     ) -> IngestReport:
         paths = [Path(p) for p in paths]
-        with self.writer_lock():
+        with self.writer_lock() as lock:
+            if lock.previous_holder_died:
+                self.repair_index()
             return self._run(paths, progress, acl_groups, prune, cancel, on_total)
+
+    def repair_index(self) -> list[str]:
+        """After an unclean stop: put back vectors that Chroma's index lost but its records kept."""
+        missing = sorted(self.store.missing_from_index())
+        if missing:
+            log.warning(
+                "the last writer died; %d chunk vectors were missing from the index and are rewritten", len(missing)
+            )
+            self.store.reindex(missing)
+        return missing
 
     def _run(
         self,

@@ -24,6 +24,7 @@ class WriterLock:
         self.lock_path = self.data_dir / "writer.lock"
         self.owner_path = self.data_dir / "writer.owner.json"
         self._lock = FileLock(str(self.lock_path), timeout=0)
+        self.previous_holder_died = False  # its owner file was still there: it never released the lock
 
     def holder(self) -> dict:
         try:
@@ -42,6 +43,7 @@ class WriterLock:
                 f"another writer holds the store at {self.data_dir}: {who}. Wait for it to finish or stop it; "
                 "while `rag serve` runs with the admin API on, ingest through the server instead."
             ) from None
+        self.previous_holder_died = self.owner_path.exists()
         self.owner_path.write_text(
             json.dumps({"pid": os.getpid(), "purpose": self.purpose, "since": now_iso(), "argv": sys.argv[:4]})
         )

@@ -102,3 +102,13 @@ def test_a_job_full_of_bad_files_finishes_and_every_good_file_lands(fake_setting
         "good.md",
     }
     assert {r.doc_type for r in store.docstore.documents("indexed")} == {"docx", "xlsx", "eml", "pdf", "markdown"}
+
+
+def test_the_lock_tells_when_the_previous_writer_died(tmp_path: Path):
+    with WriterLock(tmp_path) as lock:
+        assert not lock.previous_holder_died
+    with WriterLock(tmp_path) as lock:
+        assert not lock.previous_holder_died  # released cleanly
+    (tmp_path / "writer.owner.json").write_text('{"pid": 1}')  # what a kill -9 leaves behind
+    with WriterLock(tmp_path) as lock:
+        assert lock.previous_holder_died
