@@ -9,6 +9,7 @@ from typing import Any
 
 from rag.docstore import DocStore
 from rag.errors import StoreError
+from rag.locking import hold_store, release_store
 from rag.schemas import ChunkRecord, RetrievedChunk
 
 # Chroma refuses an add of more records than its max batch size (about 5,461 here), after the embedding
@@ -24,6 +25,8 @@ class ChromaStore:
         self.collection_name = collection
         self.docstore = docstore or DocStore(self.path.parent / f"docstore-{collection}.sqlite3")
         self._collection = None
+        self._client = None
+        self._holding = False
 
     @property
     def collection(self):  # noqa: ANN201 - chromadb type is imported lazily
@@ -32,16 +35,30 @@ class ChromaStore:
             from chromadb.config import Settings as ChromaSettings
 
             self.path.mkdir(parents=True, exist_ok=True)
+            hold_store(self.path)  # one process per embedded store: StoreBusyError names the one that has it
+            self._holding = True
             try:
-                client = chromadb.PersistentClient(
+                self._client = chromadb.PersistentClient(
                     path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False)
                 )
-                self._collection = client.get_or_create_collection(
+                self._collection = self._client.get_or_create_collection(
                     self.collection_name, metadata={"hnsw:space": "cosine"}
                 )
             except Exception as exc:  # chromadb raises many types; callers get one with a fix
+                self.close()
                 raise StoreError(f"cannot open the Chroma store at {self.path}: {exc}") from exc
         return self._collection
+
+    def close(self) -> None:
+        """Let go of the Chroma directory, so that another process may open it. Reopens on next use."""
+        client, self._client, self._collection = self._client, None, None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            if self._holding:
+                self._holding = False
+                release_store(self.path)
 
     def count(self) -> int:
         return self.collection.count()

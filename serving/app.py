@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         finally:
             if jobs is not None:  # cancel queued ingest jobs, stop the running one after its current file
                 await asyncio.to_thread(jobs.shutdown)
+            container.store.close()  # let go of the embedded store: another process may open it now
 
     app = FastAPI(
         title="Private RAG",

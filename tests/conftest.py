@@ -99,6 +99,7 @@ def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     container.load(llm=False)
     report = IngestService(container.embedder, container.store, settings.chunking).ingest_paths([SAMPLE_CORPUS])
     assert report.ok, report.summary()
+    container.store.close()  # one process per embedded store: let the session's other users open it
     return data_dir
 
 

@@ -112,3 +112,44 @@ def test_the_lock_tells_when_the_previous_writer_died(tmp_path: Path):
     (tmp_path / "writer.owner.json").write_text('{"pid": 1}')  # what a kill -9 leaves behind
     with WriterLock(tmp_path) as lock:
         assert lock.previous_holder_died
+
+
+HOLD_STORE = """
+import sys
+from rag.store import ChromaStore
+store = ChromaStore(sys.argv[1], "test")
+store.count()
+print("holding", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_one_process_per_embedded_store(tmp_path: Path):
+    """Embedded Chroma is not safe for two processes on one path: the second one is refused, naming the first."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "chroma"
+    mine, again = ChromaStore(path, "test"), ChromaStore(path, "test")
+    assert mine.count() == again.count() == 0  # one process may open it many times
+    mine.close()
+    assert again.count() == 0  # still held by the other user in this process
+    again.close()
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_STORE, str(path)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(StoreBusyError) as caught:
+            ChromaStore(path, "test").count()
+        assert "open in another process" in caught.value.message and f"pid {holder.pid}" in caught.value.message
+        assert "admin API" in caught.value.message
+    finally:
+        holder.communicate("done\n", timeout=60)
+    assert ChromaStore(path, "test").count() == 0  # the holder exited: free again
+    assert json.loads((path / "store.owner.json").read_text())["pid"] == os.getpid()

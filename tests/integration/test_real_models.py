@@ -59,6 +59,22 @@ def test_openai_client_reads_answer_and_citations(real_container):
 
 def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_path: Path):
     env = {**os.environ, "RAG_DATA_DIR": str(real_data_dir)}
+    chunks = real_container.store.count()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text("# Car park\n\nThe car park closes at 22:00 on weekdays.\n")
+    (docs / "bad.pdf").write_bytes(b"%PDF-1.4 not a pdf")
+
+    # This process has the store open, as `rag serve` would: a CLI ingest beside it is refused, nothing changes.
+    beside = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "ingest", str(docs)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert beside.returncode == 2, beside.stdout + beside.stderr
+    said = " ".join((beside.stdout + beside.stderr).split())
+    assert "is open in another process" in said and f"pid {os.getpid()}" in said and "admin API" in said
+    assert real_container.store.count() == chunks
+
+    real_container.store.close()  # let go, so the CLI may open the store; the next use here reopens it
     ask = subprocess.run(
         [sys.executable, "-m", "serving.cli", "ask", "--json", QUESTION],
         capture_output=True,
@@ -70,11 +86,8 @@ def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_
     answer = json.loads(ask.stdout)
     assert answer["found"] and answer["citations"][0]["source"].endswith("it-security-policy.md")
     assert {"retrieval_ms", "generation_ms"} <= set(answer["timings"])
+    assert real_container.store.count() == chunks  # reopened here after the CLI let go
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "good.md").write_text("# Car park\n\nThe car park closes at 22:00 on weekdays.\n")
-    (docs / "bad.pdf").write_bytes(b"%PDF-1.4 not a pdf")
     ingest = subprocess.run(
         [sys.executable, "-m", "serving.cli", "--data-dir", str(tmp_path / "store"), "ingest", str(docs)],
         capture_output=True,
