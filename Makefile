@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast bench bench-ingest bench-quality bench-big-pdf lock clean
+.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-big-pdf lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -m "not integration"
+
+# rag eval on the bundled set with the embedded defaults; reports under eval-runs/<run id>.
+eval: setup
+	$(BIN)/rag ingest --if-empty ingest/sample_corpus
+	$(BIN)/rag eval
 
 bench: setup
 	$(BIN)/python -m eval.bench_pipeline

@@ -11,7 +11,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import PurePath
 
 NAN = float("nan")
@@ -105,6 +105,14 @@ def exact_match(answer: str, reference: str | None) -> float:
     return 1.0 if normalize(answer) == normalize(reference) else 0.0
 
 
+def reference_contained(answer: str, reference: str | None) -> float:
+    """1 when the normalised reference appears, on word boundaries, inside the normalised answer: the answer
+    states the fact, in a sentence of its own. An empty reference is undefined."""
+    if reference is None or not normalize(reference):
+        return NAN
+    return 1.0 if f" {normalize(reference)} " in f" {normalize(answer)} " else 0.0
+
+
 def regex_match(answer: str, pattern: str | None) -> float:
     if pattern is None:
         return NAN
@@ -154,13 +162,14 @@ def citation_precision(cited_labels: Sequence[str | None], gold: Sequence[str]) 
     return sum(1 for label in cited_labels if label is not None) / len(cited_labels)
 
 
-def citation_validity(answer: str, chunk_count: int) -> float:
-    """1 when every ``[n]`` in the answer points to one of the ``chunk_count`` chunks given; undefined
-    when the answer has no marker."""
+def citation_validity(answer: str, valid: int | Collection[int]) -> float:
+    """1 when every ``[n]`` in the answer points to a chunk that exists: one of the first ``valid`` chunks
+    given (an int), or one of the ``valid`` indices; undefined when the answer has no marker."""
     markers = [int(m) for m in _MARKER.findall(answer)]
     if not markers:
         return NAN
-    return 1.0 if all(1 <= m <= chunk_count for m in markers) else 0.0
+    allowed = set(range(1, valid + 1)) if isinstance(valid, int) else set(valid)
+    return 1.0 if all(m in allowed for m in markers) else 0.0
 
 
 # -- abstention -------------------------------------------------------------------------------------------------

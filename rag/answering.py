@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rag.citations import MarkerFilter, attribute_by_overlap, cited_indices
 from rag.embedding import Embedder
+from rag.errors import InvalidRequestError
 from rag.generation import GenerationEngine, GenerationParams
 from rag.prompting import ContextSource, PromptContext, build_messages, select_context
 from rag.retrieval import Retriever
@@ -108,6 +109,39 @@ class AnswerService:
         timings.total_ms = _ms(time.perf_counter() - started)
         usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens)
         yield self._final(question, answer + suffix, found, citations, chunks, timings, usage)
+
+    def stream_plain(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        params: GenerationParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TextDelta | Answer]:
+        """The model alone, on the caller's messages: no retrieval, no document text, no citations. For callers
+        that need a plain OpenAI-compatible LLM, such as an evaluation judge."""
+        if not any(m.get("content", "").strip() for m in messages):
+            raise InvalidRequestError("the messages hold no text: send at least one message with content")
+        started = time.perf_counter()
+        params = params or self.params()
+        budget = self.settings.llm.context_window - params.max_new_tokens
+        used = self.engine.count_tokens("\n".join(m.get("content", "") for m in messages))
+        if used > budget:
+            raise InvalidRequestError(
+                f"the messages are {used} tokens; with {params.max_new_tokens} to generate the model's window "
+                f"({self.settings.llm.context_window}) allows {budget}: shorten them or lower max_tokens"
+            )
+        generation = self.engine.stream(messages, params, cancel)
+        parts = []
+        for piece in generation:
+            parts.append(piece)
+            yield TextDelta(piece)
+        timings = Timings(generation_ms=_ms((generation.finished_at or time.perf_counter()) - started))
+        if generation.first_token_at is not None:
+            timings.time_to_first_token_ms = _ms(generation.first_token_at - started)
+        timings.total_ms = _ms(time.perf_counter() - started)
+        usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens)
+        question = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+        yield self._final(question, "".join(parts).strip(), True, [], [], timings, usage)
 
     def _fit_window(self, question: str, context: PromptContext, answer_tokens: int) -> PromptContext:
         """Drop the weakest sources until prompt + answer fit the model's context window.

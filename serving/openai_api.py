@@ -44,6 +44,13 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
     user: str | None = None
+    rag: bool = Field(
+        True,
+        description=(
+            "false (or a model id ending in ':no-rag'): the model alone on these messages, with no retrieval, no "
+            "document text and no citations; e.g. for an evaluation judge."
+        ),
+    )
 
 
 def question_of(request: ChatCompletionRequest) -> str:
@@ -70,18 +77,18 @@ def _extras(answer: Answer) -> dict:
     }
 
 
+NO_RAG = ":no-rag"  # model id suffix: the model alone, for clients that cannot send the `rag` field
+
+
 @router.get("/models")
 async def list_models(container: ContainerDep) -> dict:
+    """The RAG assistant, then the same model without retrieval (``<id>:no-rag``), e.g. for an eval judge."""
+    model = {"object": "model", "created": 0, "owned_by": "local", "sha256": container.engine.model_sha256}
     return {
         "object": "list",
         "data": [
-            {
-                "id": container.engine.model_id,
-                "object": "model",
-                "created": 0,
-                "owned_by": "local",
-                "sha256": container.engine.model_sha256,
-            },
+            {**model, "id": container.engine.model_id, "rag": True},
+            {**model, "id": container.engine.model_id + NO_RAG, "rag": False},
         ],
     }
 
@@ -89,14 +96,19 @@ async def list_models(container: ContainerDep) -> dict:
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, container: ContainerDep):  # noqa: ANN201
     ready_container(container)
-    question = question_of(body)
     service = container.answers
     params = service.params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = container.engine.model_id
+    cancel = threading.Event()
+    if body.rag and not (body.model or "").endswith(NO_RAG):
+        stream = service.stream(question_of(body), params=params, cancel=cancel)
+    else:
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        stream = service.stream_plain(messages, params=params, cancel=cancel)
     if not body.stream:
-        answer = await run_in_threadpool(service.answer, question, params=params)
+        answer = await run_in_threadpool(_last, stream)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -109,8 +121,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
             **_extras(answer),
         }
 
-    cancel = threading.Event()
-    stream = service.stream(question, params=params, cancel=cancel)
     # Retrieval errors (bad question, store down) surface here as a proper status, not a broken stream.
     first = await run_in_threadpool(next, stream)
     events = _prepend(first, stream)
@@ -143,6 +153,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
     return StreamingResponse(
         sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
+
+
+def _last(events):  # noqa: ANN001, ANN202
+    for event in events:
+        if isinstance(event, Answer):
+            return event
+    raise RuntimeError("answer stream ended without a final answer")  # pragma: no cover
 
 
 def _prepend(first, rest):  # noqa: ANN001, ANN202

@@ -83,6 +83,18 @@ def test_citation_precision_and_validity():
     assert m.citation_validity("See [1] and [4].", 3) == 0.0
     assert m.citation_validity("See [0].", 3) == 0.0
     assert math.isnan(m.citation_validity("No markers here.", 3))
+    assert m.citation_validity("See [2] and [5].", {2, 5}) == 1.0  # the indices the answer's citations resolved to
+    assert m.citation_validity("See [2] and [3].", {2, 5}) == 0.0
+    assert m.citation_validity("See [1].", set()) == 0.0
+
+
+def test_reference_contained():
+    assert m.reference_contained("Use Vaultshare [1].", "Vaultshare") == 1.0
+    assert m.reference_contained("It is archived 14 days after resolution.", "14 days after resolution") == 1.0
+    assert m.reference_contained("Within 14 days.", "4 days") == 0.0  # word boundaries: 14 is not 4
+    assert m.reference_contained("", "Vaultshare") == 0.0  # an empty answer states nothing
+    assert math.isnan(m.reference_contained("anything", None))
+    assert math.isnan(m.reference_contained("anything", "the"))  # normalises to nothing: undefined
 
 
 def test_abstention():

@@ -141,7 +141,11 @@ def test_one_process_per_embedded_store(tmp_path: Path):
     again.close()
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_STORE, str(path)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_STORE, str(path)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "holding"
