@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-big-pdf lock clean
+.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ bench-ingest: setup
 # hit@5 / MRR per embedding backend, on the eval set and on synthetic git-doc queries.
 bench-quality: setup
 	$(BIN)/python -m eval.retrieval_quality
+
+# Dense vs hybrid retrieval, hit@5 / MRR, on the bundled eval set and on synthetic git-doc queries.
+bench-hybrid: setup
+	$(BIN)/python -m eval.retrieval_quality --dataset eval/datasets/sample_eval.jsonl --backends onnx-int8 --modes dense,hybrid
+
+# p50/p95 retrieval latency under access control at 10k and 100k chunks, beside Chroma's bare query.
+bench-retrieval: setup
+	$(BIN)/python -m eval.bench_retrieval
 
 # Peak RSS ingesting a generated 1,000-page PDF, against 10 pages.
 bench-big-pdf: setup

@@ -211,10 +211,17 @@ def ingest_for_eval(
     return Indexed(embedder, store, seconds, store.count(), len(report.files), note)
 
 
-def evaluate(indexed: Indexed, queries: Sequence[Query], k: int, name: str, backend: str) -> QualityResult:
+def evaluate(
+    indexed: Indexed, queries: Sequence[Query], k: int, name: str, backend: str, mode: str = "dense"
+) -> QualityResult:
+    """Top-k through the product's retriever in ``mode`` (dense, keyword or hybrid), as a public caller."""
+    from rag.retrieval import Retriever
+    from rag.settings import RetrievalSettings
+
+    retriever = Retriever(indexed.embedder, indexed.store, RetrievalSettings(mode=mode, top_k=k))
     result = QualityResult(name, backend, k, ingest_seconds=indexed.seconds, chunks=indexed.chunks)
     for query in queries:
-        chunks = indexed.store.query(indexed.embedder.embed_query(query.question), k)
+        chunks = retriever.retrieve(query.question, k)
         sources = [Path(str(c.metadata.get("source", ""))).name for c in chunks]
         rank = next((i for i, s in enumerate(sources, start=1) if s in query.gold_sources), None)
         result.results.append(
@@ -232,9 +239,12 @@ def evaluate_backend(
     chunk_tokens: int | None = None,
     overlap_tokens: int | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, QualityResult]:
-    """Each named set is (files to ingest, queries); each gets its own fresh store, all share one embedder."""
-    results: dict[str, QualityResult] = {}
+    modes: Sequence[str] = ("dense",),
+) -> dict[str, dict[str, QualityResult]]:
+    """Each named set is (files to ingest, queries); each gets its own fresh store, all share one embedder.
+    Returns variant -> set -> result, the variant being the backend, or ``backend:mode`` for several modes."""
+    variants = {mode: backend if len(modes) == 1 else f"{backend}:{mode}" for mode in modes}
+    out: dict[str, dict[str, QualityResult]] = {v: {} for v in variants.values()}
     embedder = None
     with tempfile.TemporaryDirectory(prefix=f"retrieval-{backend}-") as tmp:
         for name, (files, queries) in sets.items():
@@ -242,13 +252,14 @@ def evaluate_backend(
             embedder = indexed.embedder
             if indexed.note:
                 log(f"  {backend}: {indexed.note}")
-            results[name] = evaluate(indexed, queries, k, name, backend)
-            r = results[name]
-            log(
-                f"  {backend:<10} {name:<10} {indexed.files:4d} files -> {indexed.chunks:,} chunks in "
-                f"{indexed.seconds:.1f}s; hit@{k} {r.hit_at_k:.3f}, MRR {r.mrr:.3f} over {r.n} queries"
-            )
-    return results
+            for mode, variant in variants.items():
+                r = out[variant][name] = evaluate(indexed, queries, k, name, backend, mode)
+                log(
+                    f"  {variant:<18} {name:<10} {indexed.files:4d} files -> {indexed.chunks:,} chunks in "
+                    f"{indexed.seconds:.1f}s; hit@{k} {r.hit_at_k:.3f}, MRR {r.mrr:.3f} over {r.n} queries"
+                )
+            indexed.store.close()
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -309,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-corpus", type=Path, default=SAMPLE_CORPUS)
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help="comma separated: torch,onnx-int8")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--modes", default="dense", help="comma separated retrieval modes to compare: dense,hybrid,keyword"
+    )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="benchmark corpus for the synthetic set")
     parser.add_argument("--limit-files", type=int, default=200, help="first N files, sorted (0: all)")
     parser.add_argument("--headings-per-page", type=int, default=2)
@@ -336,17 +350,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{settings.chunking.overlap_tokens}; "
         + "; ".join(f"{name}: {len(q)} queries" for name, (_, q) in sets.items())
     )
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: dict[str, dict[str, QualityResult]] = {}
     for backend in backends:
         try:
-            results[backend] = evaluate_backend(backend, sets, args.k, args.chunk_tokens, args.overlap)
+            results.update(evaluate_backend(backend, sets, args.k, args.chunk_tokens, args.overlap, modes=modes))
         except BackendUnavailable as exc:
             print(f"  {backend}: skipped: {exc}")
     if not results:
         print("error: no backend could run", file=sys.stderr)
         return 1
     print()
-    for line in table(results, backends, args.k):
+    for line in table(results, list(results), args.k):
         print(line)
     if args.show_misses:
         for backend, per in results.items():
@@ -354,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for r in result.results:
                     if not r.hit:
                         print(f"miss {backend} {name} {r.id}: {r.question!r} -> {r.retrieved_sources}")
-    return 0 if all(b in results for b in backends) else 1
+    ran = {v.split(":")[0] for v in results}
+    return 0 if all(b in ran for b in backends) else 1
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ingest.pipeline import FileResult, IngestReport, IngestService, discover
+from rag.acl import normalize_tokens
 from rag.docstore import DocumentRecord, now_iso
 from rag.errors import (
     InvalidRequestError,
@@ -88,7 +89,7 @@ class Job:
     id: str
     kind: str  # paths | upload
     paths: list[str]
-    acl_groups: list[str] | None = None
+    acl: list[str] | None = None
     prune: bool = False
     state: str = "queued"  # queued | running | succeeded | failed | cancelled
     created_at: str = field(default_factory=now_iso)
@@ -148,7 +149,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "paths": list(self.paths),
-            "acl_groups": list(self.acl_groups) if self.acl_groups is not None else None,
+            "acl": list(self.acl) if self.acl is not None else None,
             "prune": self.prune,
             "cancel_requested": self.cancel.is_set(),
             "total_files": self.total_files,
@@ -197,18 +198,15 @@ def safe_filename(name: str | None) -> str:
     return base
 
 
-def normalise_groups(groups: Sequence[str] | None) -> list[str] | None:
-    """Trimmed, de-duplicated group names; None keeps a document's current groups (none for a new one)."""
-    if groups is None:
+def normalise_acl(tokens: Sequence[str] | None) -> list[str] | None:
+    """Validated ACL tokens (public, group:NAME, user:NAME); None leaves each document's ACL to its sidecar file,
+    the ACL map or what the registry holds (public for a new one)."""
+    if tokens is None:
         return None
-    cleaned: list[str] = []
-    for group in groups:
-        group = str(group).strip()
-        if "," in group:
-            raise InvalidRequestError(f"acl group {group!r} contains a comma: give each group as its own item")
-        if group and group not in cleaned:
-            cleaned.append(group)
-    return cleaned
+    for entry in tokens:
+        if "," in str(entry):
+            raise InvalidRequestError(f"ACL entry {entry!r} contains a comma: give each token as its own item")
+    return normalize_tokens(str(t) for t in tokens)
 
 
 class JobManager:
@@ -279,16 +277,14 @@ class JobManager:
                 "the folder they point into to server.admin_paths and restart"
             )
 
-    def submit_paths(
-        self, paths: Sequence[str | Path], acl_groups: Sequence[str] | None = None, prune: bool = False
-    ) -> Job:
+    def submit_paths(self, paths: Sequence[str | Path], acl: Sequence[str] | None = None, prune: bool = False) -> Job:
         """Queue a job over server-side files and folders (checked against ``server.admin_paths`` first)."""
         self._check_open()
         resolved = self.check_paths(paths)
-        job = Job(new_job_id(), "paths", [str(p) for p in resolved], normalise_groups(acl_groups), bool(prune))
+        job = Job(new_job_id(), "paths", [str(p) for p in resolved], normalise_acl(acl), bool(prune))
         return self._enqueue(job)
 
-    def submit_upload(self, files: Sequence[Upload], acl_groups: Sequence[str] | None = None) -> Job:
+    def submit_upload(self, files: Sequence[Upload], acl: Sequence[str] | None = None) -> Job:
         """Save uploaded files under ``data_dir/uploads/<job id>/`` (they stay as the documents' source), queue them.
 
         Each item is ``(file name, bytes or a binary file object)``; file objects are read in chunks and one over
@@ -297,7 +293,7 @@ class JobManager:
         self._check_open()
         if not files:
             raise InvalidRequestError("no files in the upload: send one or more `files` parts")
-        groups = normalise_groups(acl_groups)
+        tokens = normalise_acl(acl)
         names: list[str] = []
         for name, _ in files:
             base = safe_filename(name)
@@ -321,7 +317,7 @@ class JobManager:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return self._enqueue(Job(job_id, "upload", [str(p) for p in saved], groups))
+        return self._enqueue(Job(job_id, "upload", [str(p) for p in saved], tokens))
 
     def _save(self, target: Path, content: bytes | BinaryIO) -> None:
         limit_mb = self.settings.server.max_upload_mb
@@ -474,7 +470,7 @@ class JobManager:
             report = self.service.ingest_paths(
                 [Path(p) for p in job.paths],
                 progress=lambda result: self._progress(job, result),
-                acl_groups=job.acl_groups,
+                acl=job.acl,
                 prune=job.prune,
                 cancel=job.cancel,
                 on_total=lambda total: self._total(job, total),

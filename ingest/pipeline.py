@@ -28,9 +28,10 @@ from pathlib import Path
 from ingest.chunking import Chunker, ChunkSpec, document_id
 from ingest.readers import SUPPORTED, ReaderOptions
 from ingest.workers import DEFAULT_PARSER, ParseOutcome, ParsePool
+from rag.acl import AclMap, acl_metadata, document_tokens
 from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
-from rag.errors import ConfigError, DocumentError, FileTooLargeError, NotFoundError
+from rag.errors import ConfigError, DocumentError, FileTooLargeError, InvalidRequestError, NotFoundError
 from rag.locking import WriterLock
 from rag.schemas import ChunkRecord
 from rag.settings import ChunkingSettings, IngestSettings, Settings
@@ -150,6 +151,7 @@ class _Candidate:
     file_hash: str
     size: int
     known: DocumentRecord | None
+    acl: list[str]  # the ACL tokens this version gets
 
 
 @dataclass
@@ -164,7 +166,6 @@ class _Pending:
     stale: list[str]
     result: FileResult
     remaining: int
-    groups: list[str]
 
 
 class IngestService:
@@ -246,7 +247,8 @@ class IngestService:
         paths: Iterable[Path],
         progress: ProgressCallback | None = None,
         *,
-        acl_groups: list[str] | None = None,
+        acl: list[str] | None = None,
+        acl_map: AclMap | None = None,
         prune: bool = False,
         cancel: threading.Event | None = None,
         on_total: Callable[[int], None] | None = None,
@@ -255,7 +257,7 @@ class IngestService:
         with self.writer_lock() as lock:
             if lock.previous_holder_died:
                 self.repair_index()
-            return self._run(paths, progress, acl_groups, prune, cancel, on_total)
+            return self._run(paths, progress, acl, acl_map, prune, cancel, on_total)
 
     def repair_index(self) -> list[str]:
         """After an unclean stop: put back vectors that Chroma's index lost but its records kept."""
@@ -271,7 +273,8 @@ class IngestService:
         self,
         paths: list[Path],
         progress: ProgressCallback | None,
-        acl_groups: list[str] | None,
+        acl: list[str] | None,
+        acl_map: AclMap | None,
         prune: bool,
         cancel: threading.Event | None,
         on_total: Callable[[int], None] | None,
@@ -293,7 +296,7 @@ class IngestService:
             done(problem)
         candidates: list[_Candidate] = []
         for path in files:
-            candidate, result = self._triage(path, acl_groups)
+            candidate, result = self._triage(path, acl, acl_map)
             if candidate is not None:
                 candidates.append(candidate)
             else:
@@ -309,7 +312,7 @@ class IngestService:
                 "doc_id": candidate.doc_id,
                 "source": str(candidate.path),
                 "file_hash": candidate.file_hash,
-                "extra_metadata": {"acl_groups": ",".join(self._groups(candidate, acl_groups))},
+                "extra_metadata": acl_metadata(candidate.acl),
             }
 
         for outcome in pool.parse([c.path for c in candidates], chunk_args):
@@ -319,7 +322,7 @@ class IngestService:
             if outcome.error is not None:
                 done(self._fail(candidate, outcome.error))
                 continue
-            pending = self._prepare(candidate, outcome, acl_groups)
+            pending = self._prepare(candidate, outcome)
             if isinstance(pending, FileResult):
                 done(pending)
                 continue
@@ -336,10 +339,13 @@ class IngestService:
         if prune and not (cancel is not None and cancel.is_set()):
             for result in self._prune(paths):
                 done(result)
+        self.store.purge_deleted()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _triage(self, path: Path, acl_groups: list[str] | None) -> tuple[_Candidate | None, FileResult]:
+    def _triage(
+        self, path: Path, acl: list[str] | None, acl_map: AclMap | None
+    ) -> tuple[_Candidate | None, FileResult]:
         doc_id = document_id(path)
         try:
             size = path.stat().st_size
@@ -357,10 +363,14 @@ class IngestService:
             message = f"{path.name}: cannot read the file ({exc.strerror or exc}): check its permissions"
             return None, FileResult(path, "failed", error=message, code="unreadable", doc_id=doc_id)
         known = self.registry.document(doc_id)
-        same_acl = acl_groups is None or (known is not None and sorted(known.acl_groups) == sorted(acl_groups))
-        if known and known.status == "indexed" and known.content_hash == file_hash and same_acl:
+        try:
+            tokens = document_tokens(path, acl, acl_map, known.acl if known and known.content_hash else None)
+        except InvalidRequestError as exc:  # a bad sidecar file: this document fails, nothing is widened
+            self.registry.record_failure(doc_id, str(path), exc.message)
+            return None, FileResult(path, "failed", error=exc.message, code="acl_invalid", doc_id=doc_id)
+        if known and known.status == "indexed" and known.content_hash == file_hash and known.acl == tokens:
             return None, FileResult(path, "unchanged", chunks=known.chunk_count, doc_id=doc_id)
-        return _Candidate(path, doc_id, file_hash, size, known), FileResult(path, "pending")
+        return _Candidate(path, doc_id, file_hash, size, known, tokens), FileResult(path, "pending")
 
     def _fail(self, candidate: _Candidate, error: DocumentError) -> FileResult:
         self.registry.record_failure(candidate.doc_id, str(candidate.path), error.message)
@@ -373,15 +383,7 @@ class IngestService:
             return None
         return ChunkSpec(str(tokenizer_file), self.chunking.chunk_tokens, self.chunking.overlap_tokens)
 
-    @staticmethod
-    def _groups(candidate: _Candidate, acl_groups: list[str] | None) -> list[str]:
-        groups = acl_groups if acl_groups is not None else (candidate.known.acl_groups if candidate.known else [])
-        return sorted(groups)
-
-    def _prepare(
-        self, candidate: _Candidate, outcome: ParseOutcome, acl_groups: list[str] | None
-    ) -> _Pending | FileResult:
-        groups = self._groups(candidate, acl_groups)
+    def _prepare(self, candidate: _Candidate, outcome: ParseOutcome) -> _Pending | FileResult:
         document = outcome.document
         records, counts = outcome.records, outcome.token_counts
         if records is None:  # chunk here: the embedder's tokenizer could not travel to the workers
@@ -391,14 +393,14 @@ class IngestService:
                     doc_id=candidate.doc_id,
                     source=str(candidate.path),
                     file_hash=candidate.file_hash,
-                    extra_metadata={"acl_groups": ",".join(groups)},
+                    extra_metadata=acl_metadata(candidate.acl),
                 )
             except (ValueError, RuntimeError) as exc:
                 return self._fail(candidate, DocumentError(f"{candidate.path.name}: cannot split the text: {exc}"))
             counts = [len(self.embedder.tokenize(r.embed_text)) for r in records]
         if not records:
             return self._fail(candidate, DocumentError(f"{candidate.path.name}: no text to index"))
-        self.registry.begin(candidate.doc_id, str(candidate.path))
+        self.registry.begin(candidate.doc_id, str(candidate.path), candidate.acl)
         if candidate.known is not None:  # a former version, or a crash, may have left chunks behind
             in_chroma = set(self.store.document_chunks(candidate.doc_id))
             everywhere = in_chroma | self.registry.chunk_ids(candidate.doc_id)
@@ -419,7 +421,6 @@ class IngestService:
             stale=sorted(everywhere - wanted),
             result=result,
             remaining=len(new),
-            groups=groups,
         )
 
     def _flush(self, buffer: list[tuple[ChunkRecord, _Pending]]) -> list[FileResult]:
@@ -439,7 +440,7 @@ class IngestService:
     def _finalize(self, pending: _Pending) -> FileResult:
         candidate = pending.candidate
         if pending.kept:
-            self.store.docstore.put_chunks([(r.id, candidate.doc_id, r.text) for r in pending.kept])
+            self.store.docstore.put_chunks([(r.id, candidate.doc_id, r.text, r.embed_text) for r in pending.kept])
             self.store.update_metadata(pending.kept)
         self.store.delete(pending.stale)  # after the new chunks are in: a crash leaves extra chunks, never missing
         self.registry.commit(
@@ -450,7 +451,7 @@ class IngestService:
             content_hash=candidate.file_hash,
             size_bytes=candidate.size,
             chunk_count=len(pending.records) + len(pending.kept),
-            acl_groups=pending.groups,
+            acl=candidate.acl,
         )
         pending.records = []  # release the texts
         return pending.result
@@ -474,6 +475,7 @@ class IngestService:
             if record is None:
                 raise NotFoundError(f"no document with id {doc_id}: `rag docs list` shows the ids")
             self._remove(doc_id)
+            self.store.purge_deleted()
             return record
 
     def _prune(self, roots: list[Path]) -> list[FileResult]:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from rag.acl import Identity
 from rag.citations import MarkerFilter, attribute_by_overlap, cited_indices
 from rag.embedding import Embedder
 from rag.errors import InvalidRequestError
 from rag.generation import GenerationEngine, GenerationParams
+from rag.packing import pack
 from rag.prompting import ContextSource, PromptContext, build_messages, select_context
 from rag.retrieval import Retriever
-from rag.schemas import Answer, Citation, RetrievedChunk, Timings, Usage
+from rag.rewrite import standalone_query
+from rag.schemas import Answer, Citation, RetrievedChunk, SearchFilters, Timings, Usage
 from rag.settings import Settings
 
 SNIPPET_CHARS = 300
@@ -65,10 +68,20 @@ class AnswerService:
         top_k: int | None = None,
         params: GenerationParams | None = None,
         cancel: threading.Event | None = None,
+        identity: Identity | None = None,
+        filters: SearchFilters | None = None,
+        history: Sequence[dict[str, str]] | None = None,
     ) -> Iterator[TextDelta | Answer]:
+        """Retrieve for ``identity`` (None: public documents only), then generate. The model only ever sees
+        chunks that identity may read, so neither the answer nor its citations can leak another document.
+        With a chat ``history``, a follow-up is first rewritten into a standalone query (``rag.rewrite``)."""
         started = time.perf_counter()
-        chunks = self.retriever.retrieve(question, top_k)
+        asked = question
+        question = standalone_query(self.settings.retrieval.rewrite, asked, history, self.engine)
+        chunks = self.retriever.retrieve(question, top_k, identity=identity, filters=filters)
         relevant = [c for c in chunks if c.score >= self.settings.retrieval.min_score]
+        if self.settings.prompt.pack_context:
+            relevant = pack(relevant, self.settings.prompt.duplicate_threshold)
         context = select_context(question, relevant, self.embedder, self.settings.prompt) if relevant else None
         retrieved = time.perf_counter()
         timings = Timings(retrieval_ms=_ms(retrieved - started))
@@ -77,7 +90,7 @@ class AnswerService:
             refusal = self.settings.prompt.refusal
             yield TextDelta(refusal)
             timings.total_ms = _ms(time.perf_counter() - started)
-            yield self._final(question, refusal, False, [], chunks, timings, Usage())
+            yield self._final(asked, refusal, False, [], chunks, timings, Usage(), question)
             return
 
         context = self._fit_window(question, context, params.max_new_tokens)
@@ -108,7 +121,7 @@ class AnswerService:
             timings.time_to_first_token_ms = _ms(generation.first_token_at - started)
         timings.total_ms = _ms(time.perf_counter() - started)
         usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens)
-        yield self._final(question, answer + suffix, found, citations, chunks, timings, usage)
+        yield self._final(asked, answer + suffix, found, citations, chunks, timings, usage, question)
 
     def stream_plain(
         self,
@@ -165,6 +178,7 @@ class AnswerService:
         chunks: list[RetrievedChunk],
         timings: Timings,
         usage: Usage,
+        retrieval_query: str | None = None,
     ) -> Answer:
         return Answer(
             question=question,
@@ -176,6 +190,7 @@ class AnswerService:
             model_sha256=self.engine.model_sha256,
             timings=timings,
             usage=usage,
+            retrieval_query=retrieval_query if retrieval_query is not None else question,
         )
 
     @staticmethod

@@ -9,6 +9,7 @@ from rag.answering import AnswerService
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.errors import ConfigError
 from rag.generation import GenerationEngine, TransformersEngine
+from rag.rerank import CrossEncoderReranker
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import ChromaStore
@@ -57,7 +58,13 @@ class Container:
     _ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.retriever = Retriever(self.embedder, self.store, self.settings.retrieval.top_k)
+        retrieval = self.settings.retrieval
+        reranker = (
+            CrossEncoderReranker(retrieval.reranker, retrieval.rerank_threshold, self.settings.embedding.device)
+            if retrieval.reranker
+            else None
+        )
+        self.retriever = Retriever(self.embedder, self.store, retrieval, reranker)
         self.answers = AnswerService(self.settings, self.retriever, self.embedder, self.engine)
 
     @classmethod
@@ -82,6 +89,8 @@ class Container:
         """Load models and open the store; records a failure for /readyz instead of hiding it."""
         try:
             self.embedder.load()
+            if self.retriever.reranker is not None:
+                self.retriever.reranker.load()
             self.store.count()
             self.check_embedder()
             if llm:

@@ -16,14 +16,18 @@ indexed version, a version counter, ACL groups and a status:
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rag.errors import StoreError
+from rag.schemas import SearchFilters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -35,7 +39,7 @@ CREATE TABLE IF NOT EXISTS documents (
     size_bytes   INTEGER NOT NULL DEFAULT 0,
     version      INTEGER NOT NULL DEFAULT 0,
     chunk_count  INTEGER NOT NULL DEFAULT 0,
-    acl_groups   TEXT NOT NULL DEFAULT '[]',
+    acl_groups   TEXT NOT NULL DEFAULT '[]',  -- ACL tokens (public, group:x, user:y), as JSON
     status       TEXT NOT NULL,
     error        TEXT,
     ingested_at  TEXT,
@@ -45,10 +49,36 @@ CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
 CREATE TABLE IF NOT EXISTS chunks (
     id     TEXT PRIMARY KEY,
     doc_id TEXT NOT NULL,
-    text   TEXT NOT NULL
+    text   TEXT NOT NULL,
+    search TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_acl (
+    doc_id TEXT NOT NULL,
+    token  TEXT NOT NULL,
+    PRIMARY KEY (token, doc_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS doc_acl_doc ON doc_acl(doc_id);
+"""
+
+# The keyword index: BM25 over each chunk's searchable text (title, heading path and text, as embedded), kept in
+# step with ``chunks`` by triggers. External content: the words are stored once, in ``chunks``.
+KEYWORD_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    search, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, search) VALUES (new.rowid, new.search);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, search) VALUES ('delete', old.rowid, old.search);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_fts_update AFTER UPDATE OF search ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, search) VALUES ('delete', old.rowid, old.search);
+    INSERT INTO chunks_fts(rowid, search) VALUES (new.rowid, new.search);
+END;
 """
 
 STATUSES = ("indexing", "indexed", "failed", "deleting")
@@ -69,13 +99,53 @@ class DocumentRecord:
     size_bytes: int = 0
     version: int = 0
     chunk_count: int = 0
-    acl_groups: list[str] = field(default_factory=list)
+    acl: list[str] = field(default_factory=list)  # ACL tokens: public, group:NAME, user:NAME
     error: str | None = None
     ingested_at: str | None = None
     updated_at: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+_TERM = re.compile(r"[^\W_]+", re.UNICODE)
+# Words that match almost every chunk: they only slow BM25 down and add noise.
+_STOP = frozenset(
+    "a an and are as at be by can do does for from how i if in is it me my of on or our should the this to "
+    "we what when where which who why will with you your".split()
+)
+
+
+COMMON_FLOOR = 2000  # chunks: below this a word is never left out of the keyword leg
+
+
+def fts_terms(text: str, max_terms: int = 32) -> list[str]:
+    """A query's words as the keyword index spells its terms (``unicode61 remove_diacritics 2``: lower case,
+    accents folded, split at anything not a letter or digit), without stop words. They are quoted in the MATCH
+    expression, so no word can act as an FTS5 operator."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    words = [w for w in _TERM.findall(folded) if w not in _STOP]
+    return list(dict.fromkeys(words))[:max_terms]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a registry written by an earlier version up to date: keyword index and ACL tokens."""
+    from rag.acl import legacy_tokens
+
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    if "search" not in columns:
+        conn.execute("ALTER TABLE chunks ADD COLUMN search TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE chunks SET search = text")
+    had_index = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone() is not None
+    conn.executescript(KEYWORD_SCHEMA)
+    if not had_index:
+        conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+    if conn.execute("SELECT 1 FROM doc_acl LIMIT 1").fetchone() is None:
+        rows = conn.execute("SELECT doc_id, acl_groups FROM documents WHERE content_hash IS NOT NULL").fetchall()
+        for doc_id, stored in rows:
+            tokens = legacy_tokens(json.loads(stored or "[]"))
+            conn.execute("UPDATE documents SET acl_groups = ? WHERE doc_id = ?", (json.dumps(tokens), doc_id))
+            conn.executemany("INSERT OR IGNORE INTO doc_acl(doc_id, token) VALUES(?, ?)", [(doc_id, t) for t in tokens])
 
 
 class DocStore:
@@ -85,6 +155,8 @@ class DocStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        # Bumped by every write that can change who sees what; caches of access decisions key on it.
+        self.access_generation = 0
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -96,6 +168,7 @@ class DocStore:
                 conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill; WAL keeps it fast
                 conn.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
                 conn.executescript(SCHEMA)
+                _migrate(conn)
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"cannot open the document registry {self.path}: {exc}") from exc
             self._conn = conn
@@ -121,6 +194,18 @@ class DocStore:
                 conn.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     # -- meta -------------------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -139,7 +224,7 @@ class DocStore:
     @staticmethod
     def _record(row: sqlite3.Row | tuple, names: list[str]) -> DocumentRecord:
         values = dict(zip(names, row, strict=True))
-        values["acl_groups"] = json.loads(values["acl_groups"] or "[]")
+        values["acl"] = json.loads(values.pop("acl_groups") or "[]")
         return DocumentRecord(**values)
 
     def _select(self, where: str = "", params: Sequence = ()) -> list[DocumentRecord]:
@@ -155,14 +240,21 @@ class DocStore:
     def documents(self, status: str | None = None) -> list[DocumentRecord]:
         return self._select("WHERE status = ?", (status,)) if status else self._select()
 
-    def begin(self, doc_id: str, path: str) -> None:
-        """Mark a document as being written; its old version, if any, stays findable until commit."""
-        self._write(
-            "INSERT INTO documents(doc_id, path, status, updated_at) VALUES(?, ?, 'indexing', ?) "
-            "ON CONFLICT(doc_id) DO UPDATE SET status = 'indexing', path = excluded.path, "
-            "updated_at = excluded.updated_at",
-            (doc_id, path, now_iso()),
-        )
+    def begin(self, doc_id: str, path: str, acl: Sequence[str]) -> None:
+        """Mark a document as being written; its old version, if any, stays findable until commit. Until then
+        it is visible only to those in both its old and its new ACL: a change of access never widens early."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO documents(doc_id, path, status, updated_at) VALUES(?, ?, 'indexing', ?) "
+                "ON CONFLICT(doc_id) DO UPDATE SET status = 'indexing', path = excluded.path, "
+                "updated_at = excluded.updated_at",
+                (doc_id, path, now_iso()),
+            )
+            conn.execute(
+                f"DELETE FROM doc_acl WHERE doc_id = ? AND token NOT IN ({','.join('?' * len(acl))})",
+                (doc_id, *acl),
+            )
+            self.access_generation += 1
 
     def commit(
         self,
@@ -174,32 +266,38 @@ class DocStore:
         content_hash: str,
         size_bytes: int,
         chunk_count: int,
-        acl_groups: list[str],
+        acl: list[str],
     ) -> None:
+        """The document is fully in the store: registry row and ACL tokens in one transaction."""
         stamp = now_iso()
-        self._write(
-            "INSERT INTO documents(doc_id, path, title, doc_type, content_hash, size_bytes, version, chunk_count, "
-            "acl_groups, status, error, ingested_at, updated_at) "
-            "VALUES(?, ?, ?, ?, ?, ?, 1, ?, ?, 'indexed', NULL, ?, ?) "
-            "ON CONFLICT(doc_id) DO UPDATE SET path = excluded.path, title = excluded.title, "
-            "doc_type = excluded.doc_type, size_bytes = excluded.size_bytes, chunk_count = excluded.chunk_count, "
-            "acl_groups = excluded.acl_groups, status = 'indexed', error = NULL, ingested_at = excluded.ingested_at, "
-            "updated_at = excluded.updated_at, "
-            "version = CASE WHEN documents.content_hash IS excluded.content_hash THEN documents.version "
-            "ELSE documents.version + 1 END, content_hash = excluded.content_hash",
-            (
-                doc_id,
-                path,
-                title,
-                doc_type,
-                content_hash,
-                size_bytes,
-                chunk_count,
-                json.dumps(acl_groups),
-                stamp,
-                stamp,
-            ),
-        )
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM doc_acl WHERE doc_id = ?", (doc_id,))
+            conn.executemany("INSERT INTO doc_acl(doc_id, token) VALUES(?, ?)", [(doc_id, t) for t in acl])
+            self.access_generation += 1
+            conn.execute(
+                "INSERT INTO documents(doc_id, path, title, doc_type, content_hash, size_bytes, version, chunk_count, "
+                "acl_groups, status, error, ingested_at, updated_at) "
+                "VALUES(?, ?, ?, ?, ?, ?, 1, ?, ?, 'indexed', NULL, ?, ?) "
+                "ON CONFLICT(doc_id) DO UPDATE SET path = excluded.path, title = excluded.title, "
+                "doc_type = excluded.doc_type, size_bytes = excluded.size_bytes, chunk_count = excluded.chunk_count, "
+                "acl_groups = excluded.acl_groups, status = 'indexed', error = NULL, "
+                "ingested_at = excluded.ingested_at, "
+                "updated_at = excluded.updated_at, "
+                "version = CASE WHEN documents.content_hash IS excluded.content_hash THEN documents.version "
+                "ELSE documents.version + 1 END, content_hash = excluded.content_hash",
+                (
+                    doc_id,
+                    path,
+                    title,
+                    doc_type,
+                    content_hash,
+                    size_bytes,
+                    chunk_count,
+                    json.dumps(acl),
+                    stamp,
+                    stamp,
+                ),
+            )
 
     def record_failure(self, doc_id: str, path: str, error: str) -> None:
         """A file that failed: a new one is listed as failed; an indexed one keeps its last good version."""
@@ -214,14 +312,36 @@ class DocStore:
         self._write("UPDATE documents SET status = 'deleting', updated_at = ? WHERE doc_id = ?", (now_iso(), doc_id))
 
     def forget(self, doc_id: str) -> None:
-        self._write("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM doc_acl WHERE doc_id = ?", (doc_id,))
+            conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            self.access_generation += 1
+
+    def acl(self, doc_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Document id -> ACL tokens, for the given documents (a document without any grants nothing)."""
+        wanted = list(dict.fromkeys(doc_ids))
+        found: dict[str, set[str]] = {d: set() for d in wanted}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                batch = wanted[start : start + 500]
+                marks = ",".join("?" * len(batch))
+                for doc_id, tok in self.conn.execute(
+                    f"SELECT doc_id, token FROM doc_acl WHERE doc_id IN ({marks})", batch
+                ):
+                    found[doc_id].add(tok)
+        return found
 
     # -- chunk texts ------------------------------------------------------------------------------------------
 
-    def put_chunks(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        """(chunk id, doc id, text) rows; an id already present keeps its text (ids are content hashes)."""
+    def put_chunks(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """(chunk id, doc id, text, searchable text) rows. Ids are content hashes: a present id keeps its row,
+        unless its searchable text (which holds the title and heading path) changed."""
         if rows:
-            self._write("INSERT OR REPLACE INTO chunks(id, doc_id, text) VALUES(?, ?, ?)", list(rows))
+            self._write(
+                "INSERT INTO chunks(id, doc_id, text, search) VALUES(?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "text = excluded.text, search = excluded.search WHERE chunks.search IS NOT excluded.search",
+                list(rows),
+            )
 
     def texts(self, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -241,3 +361,89 @@ class DocStore:
     def delete_chunks(self, ids: Sequence[str]) -> None:
         if ids:
             self._write("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
+
+    def check_keyword_index(self) -> None:
+        """Raise ``sqlite3.DatabaseError`` unless the keyword index matches the chunk texts exactly."""
+        self._write("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+
+    def purge_deleted_words(self) -> None:
+        """Rewrite the keyword index without the entries of deleted chunks. FTS5 only marks them deleted until
+        its segments merge; with ``secure_delete`` the freed pages are then overwritten. Run after deletions."""
+        self._write("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+
+    # -- access and filters -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _visible(tokens: Iterable[str], filters: SearchFilters | None) -> tuple[str, list]:
+        """SQL over ``documents d``: the documents sharing a token with ``tokens`` that match ``filters``."""
+        allowed = sorted(set(tokens))
+        if not allowed:
+            raise ValueError("an access filter needs at least one token")  # callers always pass public
+        sql = f"d.doc_id IN (SELECT doc_id FROM doc_acl WHERE token IN ({','.join('?' * len(allowed))}))"
+        params: list = list(allowed)
+        if filters is not None:
+            if filters.path_prefix:
+                sql += " AND substr(d.path, 1, ?) = ?"
+                params += [len(filters.path_prefix), filters.path_prefix]
+            if filters.path_glob:
+                sql += " AND d.path GLOB ?"
+                params.append(filters.path_glob)
+            if filters.doc_type:
+                sql += f" AND d.doc_type IN ({','.join('?' * len(filters.doc_type))})"
+                params += list(filters.doc_type)
+            if filters.title:
+                sql += " AND instr(lower(d.title), lower(?)) > 0"
+                params.append(filters.title)
+            if filters.ingested_after:
+                sql += " AND d.ingested_at >= ?"
+                params.append(filters.ingested_after)
+            if filters.ingested_before:
+                sql += " AND d.ingested_at < ?"
+                params.append(filters.ingested_before)
+        return sql, params
+
+    def allowed_documents(self, tokens: Iterable[str], filters: SearchFilters | None = None) -> list[str]:
+        """Ids of the documents a caller with these ACL tokens may see, narrowed by ``filters``."""
+        where, params = self._visible(tokens, filters)
+        with self._lock:
+            return [row[0] for row in self.conn.execute(f"SELECT d.doc_id FROM documents d WHERE {where}", params)]
+
+    def keyword_search(
+        self,
+        query: str,
+        top_k: int,
+        tokens: Iterable[str],
+        filters: SearchFilters | None = None,
+        common_share: float = 0.02,
+    ) -> list[tuple[str, float]]:
+        """BM25 over the chunks of the documents a caller with ``tokens`` may see (narrowed by ``filters``):
+        (chunk id, score), best first, higher is better. The access filter is part of the SQL query, checked for
+        every match before the limit, so a very selective filter still returns the permitted matches."""
+        terms = self.selective_terms(query, common_share)
+        if not terms:
+            return []
+        where, params = self._visible(tokens, filters)
+        match = " OR ".join(f'"{t}"' for t in terms)
+        sql = (
+            "SELECT c.id, -bm25(chunks_fts) FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            f"WHERE chunks_fts MATCH ? AND EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where}) "
+            "ORDER BY bm25(chunks_fts) LIMIT ?"
+        )
+        with self._lock:
+            return [(cid, float(score)) for cid, score in self.conn.execute(sql, [match, *params, top_k])]
+
+    def selective_terms(self, query: str, max_share: float = 0.02, keep: int = 2) -> list[str]:
+        """The query's words as the keyword index spells them, without the very common ones: a word in more than
+        ``max_share`` of all chunks (and in more than ``COMMON_FLOOR`` chunks) adds little to BM25 but makes it
+        score much of the index. The ``keep`` rarest words stay even when all are common."""
+        words = fts_terms(query)
+        if not words:
+            return []
+        with self._lock:
+            total = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
+            marks = ",".join("?" * len(words))
+            found = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", words))
+        present = sorted((found[w], w) for w in words if w in found)
+        limit = max(max_share * total, COMMON_FLOOR)  # a small index is fast anyway: keep every word
+        chosen = [w for df, w in present if df <= limit] or [w for _, w in present[:keep]]
+        return chosen

@@ -21,6 +21,9 @@ class RetrievedChunk(BaseModel):
     text: str
     score: float = Field(description="Cosine similarity to the query, -1..1.")
     metadata: dict[str, Any]
+    fused: float | None = Field(None, description="Reciprocal rank fusion score that ordered the results.")
+    ranks: dict[str, int] = Field(default_factory=dict, description="1-based rank in each leg that found it.")
+    rerank: float | None = Field(None, description="Cross-encoder score, when a reranker is configured.")
 
     @property
     def source(self) -> str:
@@ -73,6 +76,9 @@ class Usage(BaseModel):
 
 class Answer(BaseModel):
     question: str
+    retrieval_query: str = Field(
+        "", description="What was searched: the question, or its standalone rewrite when a chat history was given."
+    )
     answer: str
     found: bool = Field(description="False when nothing relevant was retrieved and the assistant declined.")
     citations: list[Citation]
@@ -86,3 +92,16 @@ class Answer(BaseModel):
     def tokens_per_second(self) -> float | None:
         seconds = self.timings.generation_ms / 1000
         return self.usage.completion_tokens / seconds if seconds > 0 and self.usage.completion_tokens else None
+
+
+class SearchFilters(BaseModel):
+    """Narrow a search to some documents; every given field must match. Applied inside both retrieval legs."""
+
+    model_config = {"extra": "forbid"}
+
+    path_prefix: str | None = Field(None, description="Source path starts with this (absolute path).")
+    path_glob: str | None = Field(None, description="Source path matches this glob, e.g. */policies/*.md.")
+    doc_type: list[str] | None = Field(None, description="Any of these document types: pdf, docx, html, markdown…")
+    title: str | None = Field(None, description="Title contains this text (case-insensitive).")
+    ingested_after: str | None = Field(None, description="Ingested at or after this ISO date or time.")
+    ingested_before: str | None = Field(None, description="Ingested before this ISO date or time.")

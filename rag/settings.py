@@ -89,6 +89,37 @@ class IngestSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     top_k: int = Field(4, ge=1, le=100, description="Chunks retrieved per question.")
+    mode: Literal["hybrid", "dense", "keyword"] = Field(
+        "hybrid",
+        description="hybrid: dense vectors and BM25 keywords fused by reciprocal rank; dense or keyword: one leg.",
+    )
+    candidates: int = Field(30, ge=1, le=1000, description="Chunks each leg returns before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (vector) leg in the fusion.")
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of the keyword (BM25) leg in the fusion.")
+    reranker: str | None = Field(
+        None, description="Local sentence-transformers CrossEncoder folder; off when unset (none ships offline)."
+    )
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Fused chunks the reranker scores.")
+    rerank_threshold: float = Field(
+        0.0, description="Reranker score below which a chunk is dropped (in the model's own scale, e.g. a logit)."
+    )
+    rewrite: Literal["heuristic", "llm", "off"] = Field(
+        "heuristic",
+        description=(
+            "Follow-up questions in a chat become standalone queries before retrieval: heuristic (add the earlier "
+            "questions' key words; no model call), llm (the model rewrites; for 7B+ models) or off."
+        ),
+    )
+    keyword_common_share: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description=(
+            "Query words found in more than this share of all chunks are left out of the keyword leg (the two "
+            "rarest always stay): they add little to BM25 but make it score much of the index."
+        ),
+    )
     min_score: float = Field(
         0.2, ge=-1.0, le=1.0, description="Cosine similarity below which a chunk counts as not relevant."
     )
@@ -111,6 +142,13 @@ class PromptSettings(BaseModel):
     )
     refusal: str = Field(
         "I cannot find the answer in the documents.", description="What the assistant says when nothing fits."
+    )
+    pack_context: bool = Field(
+        True,
+        description="Drop near-duplicate chunks and merge neighbouring chunks of one document before prompting.",
+    )
+    duplicate_threshold: float = Field(
+        0.85, gt=0, le=1, description="Word 3-shingle Jaccard similarity at which two chunks count as duplicates."
     )
 
 

@@ -3,6 +3,7 @@ document store (rag.docstore), written in batches, read by cosine similarity."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from rag.docstore import DocStore
 from rag.errors import StoreError
 from rag.locking import hold_store, release_store
 from rag.schemas import ChunkRecord, RetrievedChunk
+from rag.vector_index import DenseIndex
 
 # Chroma refuses an add of more records than its max batch size (about 5,461 here), after the embedding
 # work is done; stay well below it.
@@ -27,6 +29,9 @@ class ChromaStore:
         self._collection = None
         self._client = None
         self._holding = False
+        self._index: DenseIndex | None = None
+        self._index_lock = threading.Lock()
+        self._deleted = 0  # chunks deleted since the keyword index was last purged
 
     @property
     def collection(self):  # noqa: ANN201 - chromadb type is imported lazily
@@ -49,8 +54,23 @@ class ChromaStore:
                 raise StoreError(f"cannot open the Chroma store at {self.path}: {exc}") from exc
         return self._collection
 
+    @property
+    def index(self) -> DenseIndex:
+        """The in-memory search index (``rag.vector_index``), loaded from Chroma's records on first use."""
+        with self._index_lock:
+            if self._index is None:
+                index = DenseIndex()
+                total = self.count()
+                for offset in range(0, total, WRITE_BATCH):
+                    got = self.collection.get(include=["embeddings", "metadatas"], limit=WRITE_BATCH, offset=offset)
+                    doc_ids = [str((m or {}).get("doc_id", "")) for m in got["metadatas"]]
+                    index.add(got["ids"], doc_ids, got["embeddings"])
+                self._index = index
+            return self._index
+
     def close(self) -> None:
         """Let go of the Chroma directory, so that another process may open it. Reopens on next use."""
+        self._index = None
         client, self._client, self._collection = self._client, None, None
         try:
             if client is not None:
@@ -65,7 +85,7 @@ class ChromaStore:
 
     def upsert(self, records: Sequence[ChunkRecord], embeddings: Sequence[Sequence[float]]) -> None:
         """Texts first, then vectors: a chunk Chroma can find always has its text."""
-        self.docstore.put_chunks([(r.id, str(r.metadata["doc_id"]), r.text) for r in records])
+        self.docstore.put_chunks([(r.id, str(r.metadata["doc_id"]), r.text, r.embed_text) for r in records])
         for start in range(0, len(records), WRITE_BATCH):
             batch = records[start : start + WRITE_BATCH]
             self.collection.upsert(
@@ -73,6 +93,8 @@ class ChromaStore:
                 metadatas=[r.metadata for r in batch],
                 embeddings=[list(e) for e in embeddings[start : start + WRITE_BATCH]],
             )
+        if self._index is not None:
+            self._index.add([r.id for r in records], [str(r.metadata["doc_id"]) for r in records], embeddings)
 
     def update_metadata(self, records: Sequence[ChunkRecord]) -> None:
         for start in range(0, len(records), WRITE_BATCH):
@@ -126,20 +148,36 @@ class ChromaStore:
     def delete(self, ids: Sequence[str]) -> None:
         """Vectors first, then texts: no vector is ever left pointing at a missing text."""
         ids = list(ids)
+        if self._index is not None:
+            self._index.remove(ids)  # first: a query never returns a chunk that is on its way out
         for start in range(0, len(ids), WRITE_BATCH):
             self.collection.delete(ids=ids[start : start + WRITE_BATCH])
         self.docstore.delete_chunks(ids)
+        self._deleted += len(ids)
 
-    def query(self, embedding: Sequence[float], top_k: int) -> list[RetrievedChunk]:
-        if self.count() == 0:
+    def purge_deleted(self) -> None:
+        """After deletions: rewrite the keyword index so no deleted chunk's words stay in it on disk."""
+        if self._deleted:
+            self.docstore.purge_deleted_words()
+            self._deleted = 0
+
+    def query(
+        self, embedding: Sequence[float], top_k: int, allowed_docs: Sequence[str] | None = None
+    ) -> list[RetrievedChunk]:
+        """The nearest chunks by cosine similarity, among ``allowed_docs`` when given (the filter is applied
+        inside the search, before the top-k)."""
+        return self.chunks(self.index.search(embedding, top_k, allowed_docs))
+
+    def chunks(self, scored: Sequence[tuple[str, float]]) -> list[RetrievedChunk]:
+        """Chunks with their metadata and text, for (id, score) pairs, in the given order."""
+        if not scored:
             return []
-        result = self.collection.query(
-            query_embeddings=[list(embedding)], n_results=top_k, include=["metadatas", "distances"]
-        )
-        ids = result["ids"][0]
+        ids = [cid for cid, _ in scored]
+        got = self.collection.get(ids=ids, include=["metadatas"])
+        metadata = dict(zip(got["ids"], got["metadatas"], strict=True))
         texts = self.docstore.texts(ids)
         return [
-            RetrievedChunk(id=cid, text=texts[cid], score=1.0 - float(dist), metadata=dict(meta or {}))
-            for cid, meta, dist in zip(ids, result["metadatas"][0], result["distances"][0], strict=True)
-            if cid in texts
+            RetrievedChunk(id=cid, text=texts[cid], score=round(score, 6), metadata=dict(metadata[cid] or {}))
+            for cid, score in scored
+            if cid in texts and cid in metadata
         ]

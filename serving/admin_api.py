@@ -45,8 +45,12 @@ class PathJobRequest(BaseModel):
     paths: list[str] = Field(
         min_length=1, max_length=1000, description="Files or folders on the server, inside server.admin_paths."
     )
-    acl_groups: list[str] | None = Field(
-        None, description="Groups allowed to see these documents; null keeps each document's current groups."
+    acl: list[str] | None = Field(
+        None,
+        description=(
+            "Who may see these documents: public, group:NAME, user:NAME. Null: each document's sidecar file "
+            "(<file>.acl), else what the registry holds, else public."
+        ),
     )
     prune: bool = Field(False, description="Also remove documents under these folders whose files are gone.")
 
@@ -69,7 +73,7 @@ class JobSummaryModel(BaseModel):
     started_at: str | None
     finished_at: str | None
     paths: list[str] = Field(description="Resolved server-side paths, or where the uploaded files were saved.")
-    acl_groups: list[str] | None
+    acl: list[str] | None
     prune: bool
     cancel_requested: bool
     total_files: int | None = Field(description="Files found; null until discovery has run.")
@@ -104,7 +108,7 @@ class DocumentModel(BaseModel):
     size_bytes: int = 0
     version: int = 0
     chunk_count: int = 0
-    acl_groups: list[str] = Field(default_factory=list)
+    acl: list[str] = Field(default_factory=list, description="ACL tokens: public, group:NAME, user:NAME.")
     error: str | None = None
     ingested_at: str | None = None
     updated_at: str = ""
@@ -126,7 +130,7 @@ def _location(job_id: str) -> str:
 async def submit_paths(body: PathJobRequest, jobs: JobsDep, container: ContainerDep, response: Response) -> dict:
     """Queue a job over server-side files and folders; poll the `Location` for progress."""
     ready_container(container)
-    job = await run_in_threadpool(jobs.submit_paths, body.paths, body.acl_groups, body.prune)
+    job = await run_in_threadpool(jobs.submit_paths, body.paths, body.acl, body.prune)
     response.headers["Location"] = _location(job.id)
     return jobs.snapshot(job)
 
@@ -137,13 +141,15 @@ async def submit_upload(
     jobs: JobsDep,
     container: ContainerDep,
     response: Response,
-    acl_groups: Annotated[str | None, Form(description="Comma-separated groups; empty for none given.")] = None,
+    acl: Annotated[
+        str | None, Form(description="Comma-separated ACL tokens (public, group:NAME, user:NAME); empty for none.")
+    ] = None,
 ) -> dict:
     """Save the uploaded files (each at most server.max_upload_mb) and queue a job over them."""
     ready_container(container)
-    groups = acl_groups.split(",") if acl_groups and acl_groups.strip() else None
+    tokens = acl.split(",") if acl and acl.strip() else None
     try:
-        job = await run_in_threadpool(jobs.submit_upload, [(f.filename, f.file) for f in files], groups)
+        job = await run_in_threadpool(jobs.submit_upload, [(f.filename, f.file) for f in files], tokens)
     finally:
         for upload in files:
             await upload.close()

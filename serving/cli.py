@@ -51,12 +51,25 @@ def ingest(
         list[str] | None,
         typer.Option("--group", "-g", help="ACL group that may see these documents (repeat for several)."),
     ] = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="ACL user that may see these documents (repeatable).")
+    ] = None,
+    public: Annotated[bool, typer.Option("--public", help="Anyone may see these documents.")] = False,
+    acl_map: Annotated[
+        Path | None, typer.Option(help="YAML file of folder globs to ACL tokens, for files without --group/--user.")
+    ] = None,
 ) -> None:
-    """Read, chunk, embed and store documents. Exit status 1 when any file failed."""
+    """Read, chunk, embed and store documents. Exit status 1 when any file failed.
+
+    Access: --group/--user/--public for every file; otherwise a sidecar file <file>.acl (tokens such as
+    group:hr, user:bob, public), then --acl-map, then what the registry already holds, then public."""
     from ingest.pipeline import IngestService
+    from rag.acl import AclMap, tokens_from
     from rag.container import build_embedder, build_store
 
     settings = settings_of(ctx)
+    acl = tokens_from(group or [], user or [], public)
+    mapping = AclMap.load(acl_map) if acl_map else None
     store = build_store(settings)
     # The registry, not Chroma's count: a store written before the registry existed gets its texts filled in.
     if if_empty and store.docstore.documents("indexed"):
@@ -89,7 +102,8 @@ def ingest(
             report = service.ingest_paths(
                 paths,
                 progress=on_file,
-                acl_groups=group,
+                acl=acl,
+                acl_map=mapping,
                 prune=prune,
                 on_total=lambda n: progress.update(task, total=n),
             )
@@ -154,7 +168,7 @@ def docs_list(
         print(json.dumps([r.as_dict() for r in records], indent=2))
         return
     table = Table(show_edge=False)
-    for column in ("id", "status", "v", "chunks", "groups", "ingested", "path"):
+    for column in ("id", "status", "v", "chunks", "access", "ingested", "path"):
         table.add_column(column)
     for r in records:
         table.add_row(
@@ -162,7 +176,7 @@ def docs_list(
             r.status + (f" ({r.error})" if r.error else ""),
             str(r.version),
             str(r.chunk_count),
-            ",".join(r.acl_groups),
+            ",".join(r.acl),
             r.ingested_at or "",
             r.path,
         )
@@ -193,17 +207,32 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer as JSON.")] = False,
     top_k: Annotated[int | None, typer.Option(help="Chunks to retrieve.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens.")] = None,
+    user: Annotated[str | None, typer.Option(help="Ask as this user (their documents and public ones).")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Ask as a member of this group (repeatable).")
+    ] = None,
+    path_prefix: Annotated[str | None, typer.Option(help="Only documents whose path starts with this.")] = None,
+    path_glob: Annotated[str | None, typer.Option(help="Only documents whose path matches this glob.")] = None,
+    doc_type: Annotated[list[str] | None, typer.Option(help="Only these document types (repeatable).")] = None,
+    title: Annotated[str | None, typer.Option(help="Only documents whose title contains this.")] = None,
 ) -> None:
-    """Answer a question from the ingested documents, with citations."""
+    """Answer a question from the ingested documents, with citations. Without --user/--group: public documents
+    only."""
+    from rag.acl import Identity
     from rag.answering import TextDelta
     from rag.container import Container
+    from rag.schemas import SearchFilters
 
+    identity = Identity.of(user, group or []) if user or group else None
+    given = {"path_prefix": path_prefix, "path_glob": path_glob, "doc_type": doc_type, "title": title}
+    filters = SearchFilters(**given) if any(given.values()) else None
     container = Container.from_settings(settings_of(ctx))
     with console.status("Loading the models…"):
         container.load()
     params = container.answers.params(max_tokens)
     final = None
-    for event in container.answers.stream(question, top_k=top_k, params=params):
+    stream = container.answers.stream(question, top_k=top_k, params=params, identity=identity, filters=filters)
+    for event in stream:
         if isinstance(event, TextDelta):
             if not as_json:
                 print(event.text, end="", flush=True)
@@ -347,7 +376,9 @@ def eval_compare(
         table.add_column(column, justify="left" if column in ("metric", "") else "right")
     for d in result.deltas:
         change = d.change
-        shown = "n/a" if change is None else f"{change:+.3f}" if not d.metric.unit else f"{change:+,.1f}"
+        shown = "n/a" if change is None else f"{change:+.4f}" if d.metric.unit == "$" else f"{change:+,.1f}"
+        if change is not None and not d.metric.unit:
+            shown = f"{change:+.3f}"
         flag = "[red]REGRESSION[/red]" if d in result.regressions else ""
         table.add_row(d.metric.label, format_value(d.metric.key, d.a), format_value(d.metric.key, d.b), shown, flag)
     Console().print(table)

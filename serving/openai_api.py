@@ -60,6 +60,12 @@ def question_of(request: ChatCompletionRequest) -> str:
     raise InvalidRequestError("no user message with text: add a message with role 'user'")
 
 
+def history_of(request: ChatCompletionRequest) -> list[dict[str, str]]:
+    """The user and assistant turns before the last user message: the chat a follow-up refers to."""
+    last = max(i for i, m in enumerate(request.messages) if m.role == "user" and m.text().strip())
+    return [{"role": m.role, "content": m.text()} for m in request.messages[:last] if m.role in ("user", "assistant")]
+
+
 def _usage(answer: Answer) -> dict:
     return {
         "prompt_tokens": answer.usage.prompt_tokens,
@@ -74,6 +80,7 @@ def _extras(answer: Answer) -> dict:
         "found": answer.found,
         "model_sha256": answer.model_sha256,
         "timings": answer.timings.model_dump(),
+        "retrieval_query": answer.retrieval_query,
     }
 
 
@@ -103,7 +110,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
     model = container.engine.model_id
     cancel = threading.Event()
     if body.rag and not (body.model or "").endswith(NO_RAG):
-        stream = service.stream(question_of(body), params=params, cancel=cancel)
+        stream = service.stream(question_of(body), params=params, cancel=cancel, history=history_of(body))
     else:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         stream = service.stream_plain(messages, params=params, cancel=cancel)

@@ -94,3 +94,24 @@ def test_bench_core_timing_without_llamaindex(tmp_path: Path):
     assert report.ru_maxrss_self_mib > 0
     assert report.ratio("ours (torch)", "raw", "embedded_tokens_per_s") > 0
     assert any(line.startswith("corpus: 3 files") for line in lines)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_bench_retrieval_runs_at_a_small_size(capsys):
+    """The latency benchmark's own path at 2,000 chunks: every timing is measured and printed, and the corpus
+    it builds has documents the benchmark identity may not see (so the access filter has work to do)."""
+    from eval.bench_retrieval import GROUPS, document_acl, run
+    from rag.container import build_embedder
+    from rag.settings import load_settings
+
+    settings = load_settings()
+    embedder = build_embedder(settings)
+    embedder.load()
+    times = run(2000, 12, embedder, settings.retrieval)
+    assert len(times["total"]) == 12 and all(t > 0 for t in times["total"])
+    assert len(times["chroma_where"]) == 12 and all(t > 0 for t in times["chroma_bare"])
+    printed = capsys.readouterr().out
+    assert "2,000 chunks (200 documents)" in printed and "ours p95 / Chroma bare p95" in printed
+    permitted = {"public", f"group:{GROUPS[1]}", f"group:{GROUPS[3]}"}
+    assert sum(1 for d in range(200) if set(document_acl(d)) & permitted) < 200  # some are forbidden

@@ -126,15 +126,15 @@ def test_registry_versions_and_failed_update_keeps_the_last_good_version(fake_se
     path = docs / "policy.md"
     path.write_text(POLICY)
     service = service_for(fake_settings.data_dir, fake_settings)
-    service.ingest_paths([docs], acl_groups=["hr"])
+    service.ingest_paths([docs], acl=["group:hr"])
     doc_id = document_id(path)
     first = service.registry.document(doc_id)
-    assert (first.status, first.version, first.acl_groups) == ("indexed", 1, ["hr"])
+    assert (first.status, first.version, first.acl) == ("indexed", 1, ["group:hr"])
     assert first.ingested_at and first.content_hash and first.chunk_count == service.store.count()
     path.write_text(POLICY.replace("TripDesk", "TravelHub"))
     service.ingest_paths([docs])
     second = service.registry.document(doc_id)
-    assert second.version == 2 and second.acl_groups == ["hr"]  # groups kept when not given again
+    assert second.version == 2 and second.acl == ["group:hr"]  # access kept when not given again: never widened
     ids_before = service.store.all_ids()
     path.write_bytes(b"\x00\x01\x02 binary now")
     report = service.ingest_paths([docs])
@@ -149,11 +149,14 @@ def test_changing_groups_updates_metadata_without_embedding(fake_settings, tmp_p
     docs.mkdir()
     (docs / "policy.md").write_text(POLICY)
     service = service_for(fake_settings.data_dir, fake_settings)
-    service.ingest_paths([docs], acl_groups=["staff"])
-    report = service.ingest_paths([docs], acl_groups=["finance", "hr"])
+    service.ingest_paths([docs], acl=["group:staff"])
+    report = service.ingest_paths([docs], acl=["group:hr", "group:finance"])
     assert report.count("updated") == 1 and report.chunks_embedded == 0
     metas = service.store.collection.get(include=["metadatas"])["metadatas"]
-    assert {m["acl_groups"] for m in metas} == {"finance,hr"}
+    assert {m["acl"] for m in metas} == {"group:finance,group:hr"}
+    assert service.registry.acl([document_id(docs / "policy.md")]) == {
+        document_id(docs / "policy.md"): {"group:finance", "group:hr"}
+    }
 
 
 def test_embedder_change_is_refused_with_a_fix(fake_settings, tmp_path: Path):

@@ -80,7 +80,7 @@ def expected_ids(chunker: Chunker, corpus: Path) -> dict[str, set[str]]:
     for path in sorted(p.resolve() for p in corpus.iterdir()):
         doc_id = document_id(path)
         records = chunker.chunk(
-            read_document(path), doc_id=doc_id, source=str(path), file_hash="", extra_metadata={"acl_groups": ""}
+            read_document(path), doc_id=doc_id, source=str(path), file_hash="", extra_metadata={"acl": "public"}
         )
         expected[doc_id] = {r.id for r in records}
     return expected
@@ -172,11 +172,15 @@ def check_store(data_dir: Path, corpus: Path) -> None:
             record = records[document_id(path.resolve())]
             assert record.status == "indexed" and record.content_hash == file_sha256(path)
             assert record.chunk_count == len(expected[record.doc_id])
+        store.docstore.check_keyword_index()  # raises if the BM25 index disagrees with the chunk texts
         got = store.collection.get(include=["embeddings"])
         for chunk_id, vector in zip(got["ids"], got["embeddings"], strict=True):
             hits = store.query(list(vector), top_k=3)
             assert chunk_id in {h.id for h in hits}, f"{chunk_id} is stored but not findable by a query"
             assert all(h.text for h in hits)
+            native = store.collection.query(query_embeddings=[list(vector)], n_results=3, include=[])["ids"][0]
+            assert chunk_id in native, f"{chunk_id} is missing from Chroma's own vector index"
+
     finally:
         store.docstore.close()
 

@@ -96,3 +96,46 @@ def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_
     )
     assert ingest.returncode == 1
     assert "bad.pdf" in ingest.stderr and "1 added" in ingest.stderr and "1 failed" in ingest.stderr
+
+
+def test_access_control_on_the_real_path(real_container, tmp_path: Path):
+    """Real embedder, real SmolLM2, real Chroma and keyword index, real uvicorn and openai client: a document
+    for one group never reaches anyone else, even when it is the best match."""
+    from ingest.pipeline import IngestService
+    from rag.acl import Identity
+    from rag.container import Container
+    from rag.settings import load_settings
+    from rag.store import ChromaStore
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    container = Container(
+        settings, real_container.embedder, real_container.engine, ChromaStore(tmp_path / "data" / "chroma", "acl")
+    )
+    container.load()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "salary-bands.md").write_text(
+        "# Salary bands\n\nThe salary band for a senior engineer is 81,500 to 96,500 euros per year.\n"
+    )
+    (docs / "handbook.md").write_text("# Handbook\n\nSalaries are paid on the last working day of the month.\n")
+    service = IngestService(container.embedder, container.store, settings.chunking)
+    service.ingest_paths([docs / "salary-bands.md"], acl=["group:hr"])
+    service.ingest_paths([docs / "handbook.md"])
+    question = "What is the salary band for a senior engineer?"
+
+    alice = container.answers.answer(question, identity=Identity.of("alice", ["hr"]))
+    assert any("81,500" in c.text for c in alice.chunks)
+    assert alice.found and {Path(c.source).name for c in alice.citations} <= {"salary-bands.md", "handbook.md"}
+    for who in (Identity.of("bob", ["finance"]), None):
+        answer = container.answers.answer(question, identity=who)
+        shown = " ".join([answer.answer, *(c.snippet for c in answer.citations), *(c.text for c in answer.chunks)])
+        assert "81,500" not in shown and "96,500" not in shown
+        assert all(Path(c.source).name == "handbook.md" for c in answer.citations)
+    with running(create_app(container=container)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        response = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": question}], max_tokens=60
+        )
+        shown = response.choices[0].message.content + json.dumps(response.model_extra["citations"])
+        assert "81,500" not in shown and "salary-bands.md" not in shown  # HTTP callers are anonymous for now
+    container.store.close()

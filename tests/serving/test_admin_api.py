@@ -16,6 +16,7 @@ import pytest
 
 from ingest.jobs import MAX_JOBS, JobManager, safe_filename
 from ingest.pipeline import FileResult, IngestReport
+from rag.acl import Identity
 from rag.container import Container
 from rag.docstore import DocumentRecord
 from rag.errors import InvalidRequestError, StoreBusyError
@@ -86,11 +87,11 @@ def test_path_job_progress_documents_rerun_and_busy_delete(tmp_path, docs):
         schema = client.get("/openapi.json").json()
         assert "/v1/admin/ingest/jobs/{job_id}" in schema["paths"] and "JobModel" in schema["components"]["schemas"]
 
-        submitted = client.post("/v1/admin/ingest/jobs", json={"paths": [str(docs)], "acl_groups": ["staff"]})
+        submitted = client.post("/v1/admin/ingest/jobs", json={"paths": [str(docs)], "acl": ["group:staff"]})
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
         assert submitted.headers["location"] == f"/v1/admin/ingest/jobs/{job_id}"
-        assert submitted.json()["kind"] == "paths" and submitted.json()["acl_groups"] == ["staff"]
+        assert submitted.json()["kind"] == "paths" and submitted.json()["acl"] == ["group:staff"]
 
         job = wait_job(client, job_id)
         assert job["state"] == "succeeded", job
@@ -108,7 +109,7 @@ def test_path_job_progress_documents_rerun_and_busy_delete(tmp_path, docs):
         statuses = {Path(d["path"]).name: d["status"] for d in listed["documents"]}
         assert statuses == {"handbook.md": "indexed", "notes.txt": "indexed", "empty.txt": "failed"}
         indexed = client.get("/v1/admin/documents", params={"status": "indexed"}).json()
-        assert indexed["count"] == 2 and all(d["acl_groups"] == ["staff"] for d in indexed["documents"])
+        assert indexed["count"] == 2 and all(d["acl"] == ["group:staff"] for d in indexed["documents"])
         doc = client.get(f"/v1/admin/documents/{by_name['handbook.md']['doc_id']}").json()
         assert doc["chunk_count"] == by_name["handbook.md"]["chunks"] and doc["title"] == "Employee handbook"
         assert client.get("/v1/admin/documents", params={"status": "bogus"}).status_code == 400
@@ -170,9 +171,9 @@ def test_upload_job_limits_sanitising_and_document_deletion(tmp_path):
             ("files", ("scan.pdf", b"this is not a PDF at all", "application/pdf")),
             ("files", ("../../evil.md", b"# Zebras\n\nZebras graze in the savanna at dawn.\n", "text/markdown")),
         ]
-        submitted = client.post("/v1/admin/ingest/uploads", files=files, data={"acl_groups": "hr, it"})
+        submitted = client.post("/v1/admin/ingest/uploads", files=files, data={"acl": "group:hr, group:it"})
         assert submitted.status_code == 202, submitted.text
-        assert submitted.json()["kind"] == "upload" and submitted.json()["acl_groups"] == ["hr", "it"]
+        assert submitted.json()["kind"] == "upload" and submitted.json()["acl"] == ["group:hr", "group:it"]
         job = wait_job(client, submitted.json()["id"])
         assert job["state"] == "succeeded", job
         folder = (data_dir / "uploads" / job["id"]).resolve()
@@ -192,13 +193,15 @@ def test_upload_job_limits_sanitising_and_document_deletion(tmp_path):
 
         zebra_doc = by_name["evil.md"]["doc_id"]
         record = client.get(f"/v1/admin/documents/{zebra_doc}").json()
-        assert record["acl_groups"] == ["hr", "it"] and record["status"] == "indexed"
+        assert record["acl"] == ["group:hr", "group:it"] and record["status"] == "indexed"
 
-        def zebra_chunks() -> list[dict]:
-            chunks = client.post("/v1/retrieve", json={"query": "zebras savanna", "top_k": 5}).json()["chunks"]
-            return [c for c in chunks if c["metadata"]["doc_id"] == zebra_doc]
+        def zebra_chunks() -> list[str]:
+            chunks = container.retriever.retrieve("zebras savanna", 5, identity=Identity.of("ann", ["it"]))
+            return [c.id for c in chunks if c.metadata["doc_id"] == zebra_doc]
 
         assert zebra_chunks()
+        anonymous = client.post("/v1/retrieve", json={"query": "zebras savanna", "top_k": 5}).json()["chunks"]
+        assert anonymous == []  # no identity over HTTP until auth exists: public documents only
         deleted = client.delete(f"/v1/admin/documents/{zebra_doc}")
         assert deleted.status_code == 200 and deleted.json()["doc_id"] == zebra_doc
         assert zebra_doc not in {d["doc_id"] for d in client.get("/v1/admin/documents").json()["documents"]}
@@ -234,7 +237,7 @@ class StubService:
     def close(self) -> None:
         pass
 
-    def ingest_paths(self, paths, progress=None, *, acl_groups=None, prune=False, cancel=None, on_total=None):  # noqa: ANN001, ANN201
+    def ingest_paths(self, paths, progress=None, *, acl=None, prune=False, cancel=None, on_total=None):  # noqa: ANN001, ANN201
         on_total(2)
         first = FileResult(Path("a.md"), "added", chunks=4, embedded=4, doc_id="a")
         progress(first)
@@ -266,12 +269,12 @@ def stub_jobs(tmp_path):
 def test_live_progress_cancel_and_deletions_wait_for_the_running_job(stub_jobs, tmp_path):
     manager, service = stub_jobs
     first = manager.submit_paths([tmp_path])
-    second = manager.submit_paths([tmp_path], acl_groups=[" a ", "a", "b"])
+    second = manager.submit_paths([tmp_path], acl=[" group:a ", "group:a", "user:b"])
     assert service.started.wait(10)
     live = manager.snapshot(first)
     assert live["state"] == "running" and live["total_files"] == 2 and live["files_done"] == 1
     assert live["chunks_embedded"] == 4 and live["rate_chunks_per_s"] > 0 and live["eta_s"] is not None
-    assert manager.snapshot(second)["acl_groups"] == ["a", "b"]
+    assert manager.snapshot(second)["acl"] == ["group:a", "user:b"]
 
     assert manager.cancel(second.id).state == "cancelled"  # queued: at once
     with pytest.raises(StoreBusyError, match=first.id):  # deletions queue behind the running job, then give up

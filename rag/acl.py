@@ -1,0 +1,185 @@
+"""Document-level access control: ACL tokens on documents, identities on queries.
+
+A document carries ACL tokens, each one of:
+
+- ``public``: anyone, including a caller with no identity;
+- ``group:<name>``: members of that group;
+- ``user:<name>``: that one user.
+
+Tokens are namespaced, so a group called ``alice`` grants nothing to the user ``alice``. A caller's identity
+(a user and their groups) becomes a set of tokens the same way; a chunk may be returned only when its
+document shares at least one token with the caller. No identity means ``public`` only.
+
+Where the tokens of a document come from, first match wins: explicit tokens for the ingest run (CLI flags, the
+admin API), a sidecar file beside the document (``<file>.acl``), a mapping file of folder globs
+(``--acl-map``), and otherwise ``public``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rag.errors import ConfigError, InvalidRequestError
+
+PUBLIC = "public"
+NAMESPACES = ("group", "user")
+SIDECAR_SUFFIX = ".acl"
+_NAME = re.compile(r"^[A-Za-z0-9_.@+\-]{1,128}$")
+
+
+def token(namespace: str, name: str) -> str:
+    if namespace not in NAMESPACES:
+        raise InvalidRequestError(f"unknown ACL namespace {namespace!r}: use group:NAME, user:NAME or public")
+    if not _NAME.match(name):
+        raise InvalidRequestError(
+            f"invalid {namespace} name {name!r}: use letters, digits and . _ - @ + (at most 128 characters)"
+        )
+    return f"{namespace}:{name}"
+
+
+def parse_token(text: str) -> str:
+    """``public``, ``group:NAME`` or ``user:NAME``; anything else is an error that says what to write."""
+    text = text.strip()
+    if text == PUBLIC:
+        return PUBLIC
+    namespace, sep, name = text.partition(":")
+    if not sep:
+        raise InvalidRequestError(f"ACL entry {text!r} has no namespace: write group:{text} or user:{text} (or public)")
+    return token(namespace.strip(), name.strip())
+
+
+def normalize_tokens(tokens: Iterable[str]) -> list[str]:
+    """Sorted, unique, validated tokens; an empty list means public."""
+    parsed = sorted({parse_token(t) for t in tokens if t.strip()})
+    return parsed or [PUBLIC]
+
+
+def legacy_tokens(entries: Iterable[str]) -> list[str]:
+    """Registries written before tokens were namespaced held bare group names: ``hr`` means ``group:hr``."""
+    return normalize_tokens(e if e == PUBLIC or ":" in e else f"group:{e}" for e in entries)
+
+
+def tokens_from(groups: Sequence[str] = (), users: Sequence[str] = (), public: bool = False) -> list[str] | None:
+    """Tokens from CLI-style options; None when none was given (so other sources may decide)."""
+    if not groups and not users and not public:
+        return None
+    tokens = [token("group", g) for g in groups] + [token("user", u) for u in users]
+    return sorted(set(tokens) | ({PUBLIC} if public or not tokens else set()))
+
+
+def acl_metadata(tokens: Sequence[str]) -> dict[str, str]:
+    """What each chunk carries in Chroma's metadata, for inspection; queries filter by the registry's tokens."""
+    return {"acl": ",".join(sorted(tokens))}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking. Built by the serving layer from its authentication; tests and the CLI pass it in."""
+
+    user: str | None = None
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def anonymous(cls) -> Identity:
+        return cls()
+
+    @classmethod
+    def of(cls, user: str | None = None, groups: Iterable[str] = ()) -> Identity:
+        identity = cls(user or None, frozenset(groups))
+        identity.tokens()  # validates the names now, not at the first query
+        return identity
+
+    def tokens(self) -> frozenset[str]:
+        tokens = {PUBLIC} | {token("group", g) for g in self.groups}
+        if self.user:
+            tokens.add(token("user", self.user))
+        return frozenset(tokens)
+
+    def may_see(self, document_tokens: Iterable[str]) -> bool:
+        return bool(self.tokens() & set(document_tokens))
+
+
+@dataclass(frozen=True)
+class AclRule:
+    pattern: str
+    tokens: tuple[str, ...]
+
+
+class AclMap:
+    """Folder-to-tokens mapping, from a YAML file of ``glob: [tokens]`` entries; the first matching glob wins.
+
+    Globs are matched against the document's absolute path; ``**`` crosses folders. Example::
+
+        /srv/docs/hr/**: [group:hr]
+        /srv/docs/finance/**: [group:finance, user:cfo]
+        /srv/docs/**: [public]
+    """
+
+    def __init__(self, rules: Sequence[AclRule]) -> None:
+        self.rules = list(rules)
+
+    @classmethod
+    def load(cls, path: Path) -> AclMap:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read the ACL map {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the ACL map {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"the ACL map {path} must map folder globs to lists of tokens")
+        rules = []
+        for pattern, tokens in data.items():
+            if isinstance(tokens, str):
+                tokens = [tokens]
+            if not isinstance(tokens, list) or not tokens:
+                raise ConfigError(f"the ACL map {path}: {pattern!r} needs a list of tokens, e.g. [group:hr]")
+            try:
+                rules.append(AclRule(str(pattern), tuple(normalize_tokens(str(t) for t in tokens))))
+            except InvalidRequestError as exc:
+                raise ConfigError(f"the ACL map {path}: {pattern!r}: {exc.message}") from exc
+        return cls(rules)
+
+    def tokens_for(self, path: Path) -> list[str] | None:
+        text = str(Path(path).resolve())
+        for rule in self.rules:
+            if fnmatch.fnmatchcase(text, rule.pattern) or fnmatch.fnmatchcase(text, rule.pattern.rstrip("*/") + "/*"):
+                return list(rule.tokens)
+        return None
+
+
+def sidecar_tokens(path: Path) -> list[str] | None:
+    """Tokens from ``<file>.acl`` beside the document: one token per line (or comma separated), # comments."""
+    sidecar = Path(str(path) + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    entries = []
+    for line in sidecar.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0]
+        entries.extend(part for part in line.split(",") if part.strip())
+    try:
+        return normalize_tokens(entries)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"{sidecar.name}: {exc.message}") from exc
+
+
+def document_tokens(
+    path: Path, explicit: list[str] | None, acl_map: AclMap | None, recorded: list[str] | None = None
+) -> list[str]:
+    """The ACL tokens one document gets: explicit, else its sidecar file, else the mapping file, else what the
+    registry recorded last time (a rerun without flags never widens access), else public."""
+    if explicit is not None:
+        return normalize_tokens(explicit)
+    found = sidecar_tokens(path)
+    if found is None and acl_map is not None:
+        found = acl_map.tokens_for(path)
+    if found is None and recorded:
+        found = legacy_tokens(recorded)
+    return found or [PUBLIC]

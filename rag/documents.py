@@ -1,0 +1,48 @@
+"""Document preview: a document's text, for those who may read it, under the same access check as retrieval."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from rag.acl import Identity
+from rag.errors import NotFoundError
+from rag.packing import join_overlapping
+from rag.store import ChromaStore
+
+
+class DocumentPreview(BaseModel):
+    doc_id: str
+    title: str
+    source: str = Field(description="Path of the original file.")
+    doc_type: str
+    version: int
+    ingested_at: str | None
+    chunk_count: int
+    text: str = Field(description="The indexed text, chunks in reading order with their overlaps removed.")
+
+
+def preview(store: ChromaStore, doc_id: str, identity: Identity | None) -> DocumentPreview:
+    """The document, if ``identity`` (None: anonymous) may see it. A document that exists but is not visible
+    gets the same 404 as one that does not exist, so its existence is not revealed."""
+    registry = store.docstore
+    record = registry.document(doc_id)
+    tokens = registry.acl([doc_id]).get(doc_id, set()) if record is not None else set()
+    if record is None or record.content_hash is None or not (identity or Identity.anonymous()).may_see(tokens):
+        raise NotFoundError(f"no document {doc_id} that you may see")
+    chunks = store.document_chunks(doc_id)
+    order = sorted(chunks, key=lambda cid: int(chunks[cid].get("chunk_index", 0) or 0))
+    texts = registry.texts(order)
+    text = ""
+    for cid in order:
+        if cid in texts:
+            text = join_overlapping(text, texts[cid]) if text else texts[cid]
+    return DocumentPreview(
+        doc_id=doc_id,
+        title=record.title,
+        source=record.path,
+        doc_type=record.doc_type,
+        version=record.version,
+        ingested_at=record.ingested_at,
+        chunk_count=record.chunk_count,
+        text=text,
+    )
