@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ingest.pipeline import FileResult, IngestReport, IngestService, discover
-from rag.acl import normalize_tokens
+from rag.acl import normalize_tags, normalize_tokens
 from rag.docstore import DocumentRecord, now_iso
 from rag.errors import (
     InvalidRequestError,
@@ -91,6 +91,7 @@ class Job:
     paths: list[str]
     acl: list[str] | None = None
     prune: bool = False
+    tags: list[str] | None = None
     state: str = "queued"  # queued | running | succeeded | failed | cancelled
     created_at: str = field(default_factory=now_iso)
     started_at: str | None = None
@@ -150,6 +151,7 @@ class Job:
             "finished_at": self.finished_at,
             "paths": list(self.paths),
             "acl": list(self.acl) if self.acl is not None else None,
+            "tags": list(self.tags) if self.tags is not None else None,
             "prune": self.prune,
             "cancel_requested": self.cancel.is_set(),
             "total_files": self.total_files,
@@ -277,11 +279,18 @@ class JobManager:
                 "the folder they point into to server.admin_paths and restart"
             )
 
-    def submit_paths(self, paths: Sequence[str | Path], acl: Sequence[str] | None = None, prune: bool = False) -> Job:
+    def submit_paths(
+        self,
+        paths: Sequence[str | Path],
+        acl: Sequence[str] | None = None,
+        prune: bool = False,
+        tags: Sequence[str] | None = None,
+    ) -> Job:
         """Queue a job over server-side files and folders (checked against ``server.admin_paths`` first)."""
         self._check_open()
         resolved = self.check_paths(paths)
-        job = Job(new_job_id(), "paths", [str(p) for p in resolved], normalise_acl(acl), bool(prune))
+        labels = normalize_tags(tags) if tags is not None else None
+        job = Job(new_job_id(), "paths", [str(p) for p in resolved], normalise_acl(acl), bool(prune), labels)
         return self._enqueue(job)
 
     def submit_upload(self, files: Sequence[Upload], acl: Sequence[str] | None = None) -> Job:
@@ -471,6 +480,7 @@ class JobManager:
                 [Path(p) for p in job.paths],
                 progress=lambda result: self._progress(job, result),
                 acl=job.acl,
+                tags=job.tags,
                 prune=job.prune,
                 cancel=job.cancel,
                 on_total=lambda total: self._total(job, total),

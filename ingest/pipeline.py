@@ -28,7 +28,7 @@ from pathlib import Path
 from ingest.chunking import Chunker, ChunkSpec, document_id
 from ingest.readers import SUPPORTED, ReaderOptions
 from ingest.workers import DEFAULT_PARSER, ParseOutcome, ParsePool
-from rag.acl import AclMap, acl_metadata, document_tokens
+from rag.acl import AclMap, acl_metadata, document_tokens, normalize_tags
 from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
 from rag.errors import ConfigError, DocumentError, FileTooLargeError, InvalidRequestError, NotFoundError
@@ -152,6 +152,7 @@ class _Candidate:
     size: int
     known: DocumentRecord | None
     acl: list[str]  # the ACL tokens this version gets
+    tags: list[str]
 
 
 @dataclass
@@ -249,6 +250,7 @@ class IngestService:
         *,
         acl: list[str] | None = None,
         acl_map: AclMap | None = None,
+        tags: list[str] | None = None,
         prune: bool = False,
         cancel: threading.Event | None = None,
         on_total: Callable[[int], None] | None = None,
@@ -257,7 +259,8 @@ class IngestService:
         with self.writer_lock() as lock:
             if lock.previous_holder_died:
                 self.repair_index()
-            return self._run(paths, progress, acl, acl_map, prune, cancel, on_total)
+            labels = normalize_tags(tags) if tags is not None else None
+            return self._run(paths, progress, acl, acl_map, labels, prune, cancel, on_total)
 
     def repair_index(self) -> list[str]:
         """After an unclean stop: put back vectors that Chroma's index lost but its records kept."""
@@ -275,6 +278,7 @@ class IngestService:
         progress: ProgressCallback | None,
         acl: list[str] | None,
         acl_map: AclMap | None,
+        tags: list[str] | None,
         prune: bool,
         cancel: threading.Event | None,
         on_total: Callable[[int], None] | None,
@@ -296,7 +300,7 @@ class IngestService:
             done(problem)
         candidates: list[_Candidate] = []
         for path in files:
-            candidate, result = self._triage(path, acl, acl_map)
+            candidate, result = self._triage(path, acl, acl_map, tags)
             if candidate is not None:
                 candidates.append(candidate)
             else:
@@ -344,7 +348,7 @@ class IngestService:
         return report
 
     def _triage(
-        self, path: Path, acl: list[str] | None, acl_map: AclMap | None
+        self, path: Path, acl: list[str] | None, acl_map: AclMap | None, tags: list[str] | None
     ) -> tuple[_Candidate | None, FileResult]:
         doc_id = document_id(path)
         try:
@@ -368,9 +372,11 @@ class IngestService:
         except InvalidRequestError as exc:  # a bad sidecar file: this document fails, nothing is widened
             self.registry.record_failure(doc_id, str(path), exc.message)
             return None, FileResult(path, "failed", error=exc.message, code="acl_invalid", doc_id=doc_id)
-        if known and known.status == "indexed" and known.content_hash == file_hash and known.acl == tokens:
+        labels = tags if tags is not None else (known.tags if known else [])
+        same = known is not None and known.acl == tokens and known.tags == labels
+        if known and known.status == "indexed" and known.content_hash == file_hash and same:
             return None, FileResult(path, "unchanged", chunks=known.chunk_count, doc_id=doc_id)
-        return _Candidate(path, doc_id, file_hash, size, known, tokens), FileResult(path, "pending")
+        return _Candidate(path, doc_id, file_hash, size, known, tokens, labels), FileResult(path, "pending")
 
     def _fail(self, candidate: _Candidate, error: DocumentError) -> FileResult:
         self.registry.record_failure(candidate.doc_id, str(candidate.path), error.message)
@@ -452,6 +458,7 @@ class IngestService:
             size_bytes=candidate.size,
             chunk_count=len(pending.records) + len(pending.kept),
             acl=candidate.acl,
+            tags=candidate.tags,
         )
         pending.records = []  # release the texts
         return pending.result

@@ -60,6 +60,17 @@ def normalize_tokens(tokens: Iterable[str]) -> list[str]:
     return parsed or [PUBLIC]
 
 
+def normalize_tags(tags: Iterable[str]) -> list[str]:
+    """Document tags (labels for search filters, not access): lower case, sorted, unique, validated."""
+    cleaned = sorted({t.strip().lower() for t in tags if t.strip()})
+    for tag in cleaned:
+        if not _NAME.match(tag):
+            raise InvalidRequestError(
+                f"invalid tag {tag!r}: use letters, digits and . _ - @ + (at most 128 characters)"
+            )
+    return cleaned
+
+
 def legacy_tokens(entries: Iterable[str]) -> list[str]:
     """Registries written before tokens were namespaced held bare group names: ``hr`` means ``group:hr``."""
     return normalize_tokens(e if e == PUBLIC or ":" in e else f"group:{e}" for e in entries)

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS documents (
     version      INTEGER NOT NULL DEFAULT 0,
     chunk_count  INTEGER NOT NULL DEFAULT 0,
     acl_groups   TEXT NOT NULL DEFAULT '[]',  -- ACL tokens (public, group:x, user:y), as JSON
+    tags         TEXT NOT NULL DEFAULT '[]',  -- labels for search filters, as JSON
     status       TEXT NOT NULL,
     error        TEXT,
     ingested_at  TEXT,
@@ -100,6 +101,7 @@ class DocumentRecord:
     version: int = 0
     chunk_count: int = 0
     acl: list[str] = field(default_factory=list)  # ACL tokens: public, group:NAME, user:NAME
+    tags: list[str] = field(default_factory=list)
     error: str | None = None
     ingested_at: str | None = None
     updated_at: str = ""
@@ -132,6 +134,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a registry written by an earlier version up to date: keyword index and ACL tokens."""
     from rag.acl import legacy_tokens
 
+    if "tags" not in {row[1] for row in conn.execute("PRAGMA table_info(documents)")}:
+        conn.execute("ALTER TABLE documents ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
     if "search" not in columns:
         conn.execute("ALTER TABLE chunks ADD COLUMN search TEXT NOT NULL DEFAULT ''")
@@ -225,6 +229,7 @@ class DocStore:
     def _record(row: sqlite3.Row | tuple, names: list[str]) -> DocumentRecord:
         values = dict(zip(names, row, strict=True))
         values["acl"] = json.loads(values.pop("acl_groups") or "[]")
+        values["tags"] = json.loads(values.get("tags") or "[]")
         return DocumentRecord(**values)
 
     def _select(self, where: str = "", params: Sequence = ()) -> list[DocumentRecord]:
@@ -267,6 +272,7 @@ class DocStore:
         size_bytes: int,
         chunk_count: int,
         acl: list[str],
+        tags: Sequence[str] = (),
     ) -> None:
         """The document is fully in the store: registry row and ACL tokens in one transaction."""
         stamp = now_iso()
@@ -276,11 +282,11 @@ class DocStore:
             self.access_generation += 1
             conn.execute(
                 "INSERT INTO documents(doc_id, path, title, doc_type, content_hash, size_bytes, version, chunk_count, "
-                "acl_groups, status, error, ingested_at, updated_at) "
-                "VALUES(?, ?, ?, ?, ?, ?, 1, ?, ?, 'indexed', NULL, ?, ?) "
+                "acl_groups, tags, status, error, ingested_at, updated_at) "
+                "VALUES(?, ?, ?, ?, ?, ?, 1, ?, ?, ?, 'indexed', NULL, ?, ?) "
                 "ON CONFLICT(doc_id) DO UPDATE SET path = excluded.path, title = excluded.title, "
                 "doc_type = excluded.doc_type, size_bytes = excluded.size_bytes, chunk_count = excluded.chunk_count, "
-                "acl_groups = excluded.acl_groups, status = 'indexed', error = NULL, "
+                "acl_groups = excluded.acl_groups, tags = excluded.tags, status = 'indexed', error = NULL, "
                 "ingested_at = excluded.ingested_at, "
                 "updated_at = excluded.updated_at, "
                 "version = CASE WHEN documents.content_hash IS excluded.content_hash THEN documents.version "
@@ -294,6 +300,7 @@ class DocStore:
                     size_bytes,
                     chunk_count,
                     json.dumps(acl),
+                    json.dumps(sorted(tags)),
                     stamp,
                     stamp,
                 ),
@@ -394,6 +401,12 @@ class DocStore:
             if filters.title:
                 sql += " AND instr(lower(d.title), lower(?)) > 0"
                 params.append(filters.title)
+            if filters.tags:
+                sql += (
+                    " AND EXISTS (SELECT 1 FROM json_each(d.tags) AS t WHERE t.value IN "
+                    f"({','.join('?' * len(filters.tags))}))"
+                )
+                params += list(filters.tags)
             if filters.ingested_after:
                 sql += " AND d.ingested_at >= ?"
                 params.append(filters.ingested_after)

@@ -103,5 +103,6 @@ class SearchFilters(BaseModel):
     path_glob: str | None = Field(None, description="Source path matches this glob, e.g. */policies/*.md.")
     doc_type: list[str] | None = Field(None, description="Any of these document types: pdf, docx, html, markdown…")
     title: str | None = Field(None, description="Title contains this text (case-insensitive).")
+    tags: list[str] | None = Field(None, description="Carries any of these tags (given at ingest, --tag).")
     ingested_after: str | None = Field(None, description="Ingested at or after this ISO date or time.")
     ingested_before: str | None = Field(None, description="Ingested before this ISO date or time.")

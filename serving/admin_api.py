@@ -53,6 +53,9 @@ class PathJobRequest(BaseModel):
         ),
     )
     prune: bool = Field(False, description="Also remove documents under these folders whose files are gone.")
+    tags: list[str] | None = Field(
+        None, description="Tags for search filters; null keeps each document's current tags (none for a new one)."
+    )
 
 
 class JobFileModel(BaseModel):
@@ -74,6 +77,7 @@ class JobSummaryModel(BaseModel):
     finished_at: str | None
     paths: list[str] = Field(description="Resolved server-side paths, or where the uploaded files were saved.")
     acl: list[str] | None
+    tags: list[str] | None = None
     prune: bool
     cancel_requested: bool
     total_files: int | None = Field(description="Files found; null until discovery has run.")
@@ -109,6 +113,7 @@ class DocumentModel(BaseModel):
     version: int = 0
     chunk_count: int = 0
     acl: list[str] = Field(default_factory=list, description="ACL tokens: public, group:NAME, user:NAME.")
+    tags: list[str] = Field(default_factory=list, description="Tags for search filters.")
     error: str | None = None
     ingested_at: str | None = None
     updated_at: str = ""
@@ -130,7 +135,7 @@ def _location(job_id: str) -> str:
 async def submit_paths(body: PathJobRequest, jobs: JobsDep, container: ContainerDep, response: Response) -> dict:
     """Queue a job over server-side files and folders; poll the `Location` for progress."""
     ready_container(container)
-    job = await run_in_threadpool(jobs.submit_paths, body.paths, body.acl, body.prune)
+    job = await run_in_threadpool(jobs.submit_paths, body.paths, body.acl, body.prune, body.tags)
     response.headers["Location"] = _location(job.id)
     return jobs.snapshot(job)
 

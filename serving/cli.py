@@ -58,6 +58,9 @@ def ingest(
     acl_map: Annotated[
         Path | None, typer.Option(help="YAML file of folder globs to ACL tokens, for files without --group/--user.")
     ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Tag these documents, for search filters (repeatable).")
+    ] = None,
 ) -> None:
     """Read, chunk, embed and store documents. Exit status 1 when any file failed.
 
@@ -104,6 +107,7 @@ def ingest(
                 progress=on_file,
                 acl=acl,
                 acl_map=mapping,
+                tags=tag,
                 prune=prune,
                 on_total=lambda n: progress.update(task, total=n),
             )
@@ -215,6 +219,7 @@ def ask(
     path_glob: Annotated[str | None, typer.Option(help="Only documents whose path matches this glob.")] = None,
     doc_type: Annotated[list[str] | None, typer.Option(help="Only these document types (repeatable).")] = None,
     title: Annotated[str | None, typer.Option(help="Only documents whose title contains this.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only documents with any of these tags.")] = None,
 ) -> None:
     """Answer a question from the ingested documents, with citations. Without --user/--group: public documents
     only."""
@@ -224,7 +229,7 @@ def ask(
     from rag.schemas import SearchFilters
 
     identity = Identity.of(user, group or []) if user or group else None
-    given = {"path_prefix": path_prefix, "path_glob": path_glob, "doc_type": doc_type, "title": title}
+    given = {"path_prefix": path_prefix, "path_glob": path_glob, "doc_type": doc_type, "title": title, "tags": tag}
     filters = SearchFilters(**given) if any(given.values()) else None
     container = Container.from_settings(settings_of(ctx))
     with console.status("Loading the models…"):

@@ -236,3 +236,19 @@ def test_document_preview_is_guarded_like_retrieval(corpus):
         assert public.status_code == 200 and "canteen" in public.json()["text"]
         restricted = httpx.get(f"{url}/v1/documents/{ids['hr.md']}")
         assert restricted.status_code == 404 and "80,000" not in restricted.text  # HTTP callers are anonymous
+
+
+def test_tags_from_ingest_filter_both_legs_and_never_widen_access(corpus):
+    container, service, docs, ids = corpus
+    report = service.ingest_paths([docs / "hr.md"], tags=["Pay", "2027"])  # access kept: only tags change
+    assert report.count("updated") == 1 and report.chunks_embedded == 0
+    assert container.store.docstore.document(ids["hr.md"]).tags == ["2027", "pay"]
+    assert container.store.docstore.document(ids["hr.md"]).acl == ["group:hr"]
+    assert service.ingest_paths([docs / "hr.md"]).count("unchanged") == 1  # tags kept when not given again
+    tagged = SearchFilters(tags=["pay", "other"])
+    for mode in ("hybrid", "dense", "keyword"):
+        got = container.retriever.retrieve("salary", 10, identity=ALICE, mode=mode, filters=tagged)
+        assert sources(got) == {"hr.md"}, mode
+        assert container.retriever.retrieve("salary", 10, identity=BOB, mode=mode, filters=tagged) == []
+    with pytest.raises(InvalidRequestError, match="invalid tag"):
+        service.ingest_paths([docs / "hr.md"], tags=["no spaces allowed"])
