@@ -1,9 +1,9 @@
 """Exclusive access to an embedded store: OS file locks (flock), released by the kernel if the holder dies.
 
 - ``WriterLock``: one ingest (or delete) at a time, across processes and within one.
-- ``StoreHolder``: one *process* at a time on an embedded Chroma directory. Embedded Chroma is not safe for two
-  processes on one path: a reading client also applies the log to its own copy of the vector index and persists
-  it, so a second process (a CLI ingest beside a running server, say) can silently drop vectors.
+- ``StoreHolder``: one *process* at a time on an embedded Chroma directory. Embedded Chroma is not made for two
+  processes on one path (each keeps its own in-memory copy of the vector index, replayed from Chroma's log), so
+  a second process (a CLI ingest beside a running server, say) can silently drop vectors.
 
 A second holder fails at once with the holder's pid and start time, instead of waiting or corrupting the store.
 """

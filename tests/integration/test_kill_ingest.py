@@ -139,8 +139,9 @@ def test_kill_9_at_random_points_then_rerun_leaves_exactly_the_right_chunks(tmp_
 def check_in_subprocess(data_dir: Path, corpus: Path, context: str = "first run") -> None:
     """Check in a fresh process, like an admin would after the rerun.
 
-    Embedded Chroma supports one process per store path, and a reading client also writes (it applies the log to
-    its index). Keeping a client open in this process between CLI runs would make the test a second writer.
+    Embedded Chroma supports one process per store path (each process keeps its own in-memory copy of the index).
+    Keeping a client open in this process between CLI runs would make the test a second process on the store,
+    and the store lock now refuses that anyway.
     """
     proc = subprocess.run(
         [sys.executable, "-m", "tests.integration.test_kill_ingest", str(data_dir), str(corpus)],
