@@ -45,9 +45,10 @@ bench-ingest: setup
 bench-quality: setup
 	$(BIN)/python -m eval.retrieval_quality
 
-# Dense vs hybrid retrieval, hit@5 / MRR, on the bundled eval set and on synthetic git-doc queries.
+# Dense, keyword and hybrid (rank fusion, and the default score fusion) retrieval, hit@5 / MRR, on the bundled eval set
+# and on synthetic git-doc queries.
 bench-hybrid: setup
-	$(BIN)/python -m eval.retrieval_quality --dataset eval/datasets/sample_eval.jsonl --backends onnx-int8 --modes dense,hybrid
+	$(BIN)/python -m eval.retrieval_quality --dataset eval/datasets/sample_eval.jsonl --backends onnx-int8 --modes dense,keyword,hybrid/rrf,hybrid
 
 # p50/p95 retrieval latency under access control at 10k and 100k chunks, beside Chroma's bare query.
 bench-retrieval: setup

@@ -214,11 +214,14 @@ def ingest_for_eval(
 def evaluate(
     indexed: Indexed, queries: Sequence[Query], k: int, name: str, backend: str, mode: str = "dense"
 ) -> QualityResult:
-    """Top-k through the product's retriever in ``mode`` (dense, keyword or hybrid), as a public caller."""
+    """Top-k through the product's retriever in ``mode``, as a public caller: dense, keyword or hybrid, or
+    hybrid/FUSION for one fusion method (hybrid/rrf, hybrid/dbsf); plain hybrid uses the product's default."""
     from rag.retrieval import Retriever
     from rag.settings import RetrievalSettings
 
-    retriever = Retriever(indexed.embedder, indexed.store, RetrievalSettings(mode=mode, top_k=k))
+    mode, _, fusion = mode.partition("/")
+    options = {"fusion": fusion} if fusion else {}
+    retriever = Retriever(indexed.embedder, indexed.store, RetrievalSettings(mode=mode, top_k=k, **options))
     result = QualityResult(name, backend, k, ingest_seconds=indexed.seconds, chunks=indexed.chunks)
     for query in queries:
         chunks = retriever.retrieve(query.question, k)
@@ -280,36 +283,51 @@ def _rows(results: dict[str, dict[str, QualityResult]]) -> list[tuple[str, dict[
     return rows
 
 
-def paired(a: QualityResult, b: QualityResult) -> tuple[int, int]:
-    """(hits only ``a`` has, hits only ``b`` has) over the same queries."""
-    b_hits = {r.id: r.hit for r in b.results}
-    a_only = sum(1 for r in a.results if r.hit and not b_hits.get(r.id, False))
-    a_hits = {r.id: r.hit for r in a.results}
-    b_only = sum(1 for r in b.results if r.hit and not a_hits.get(r.id, False))
-    return a_only, b_only
+def paired(a: QualityResult, b: QualityResult) -> tuple[int, int, int, int]:
+    """Over the same queries: (hits only ``a`` has, hits only ``b`` has, queries whose gold rank is better in
+    ``a``, queries whose gold rank is better in ``b``)."""
+    theirs = {r.id: r for r in b.results}
+    a_only = b_only = a_better = b_better = 0
+    for mine in a.results:
+        other = theirs.get(mine.id)
+        if other is None:
+            continue
+        a_only += mine.hit and not other.hit
+        b_only += other.hit and not mine.hit
+        a_better += mine.reciprocal_rank > other.reciprocal_rank
+        b_better += other.reciprocal_rank > mine.reciprocal_rank
+    return a_only, b_only, a_better, b_better
 
 
 def table(results: dict[str, dict[str, QualityResult]], backends: Sequence[str], k: int) -> list[str]:
+    """One column pair per variant; with several, the last one is compared with the first (the baseline): hit@k
+    difference in points, MRR difference, and per query, hits and better gold ranks each side has."""
     ran = [b for b in backends if b in results]
+    prefix = ran[0].split(":")[0] + ":" if ran and all(b.startswith(ran[0].split(":")[0] + ":") for b in ran) else ""
+    label = {b: b.removeprefix(prefix) for b in ran}
     head = f"{'set':<22} {'queries':>7}"
     for b in ran:
-        head += f"  {b + f' hit@{k}':>16} {b + ' MRR':>14}"
+        head += f"  {label[b] + f' hit@{k}':>16} {label[b] + ' MRR':>14}"
     pair = len(ran) >= 2
     if pair:
-        a, b = ran[0], ran[1]
-        head += f"  {f'{a}-{b} (pts)':>22}  {f'only {a}/only {b}':>22}"
-    lines = [head, "-" * len(head)]
-    for label, per in _rows(results):
+        a, b = ran[-1], ran[0]
+        head += f"  {'hit pts':>8} {'MRR diff':>8}  {'hits only ' + label[a] + '/' + label[b]:>22}"
+        head += f"  {'better rank ' + label[a] + '/' + label[b]:>24}"
+    lines = ([f"(variants of {prefix[:-1]}; the last is compared with the first)"] if prefix and pair else []) + [
+        head,
+        "-" * len(head),
+    ]
+    for row_label, per in _rows(results):
         n = next(iter(per.values())).n
-        line = f"{label:<22} {n:>7}"
+        line = f"{row_label:<22} {n:>7}"
         for backend in ran:
             r = per.get(backend)
             line += f"  {r.hit_at_k:>16.3f} {r.mrr:>14.3f}" if r else f"  {'n/a':>16} {'n/a':>14}"
-        if pair and ran[0] in per and ran[1] in per:
-            first, second = per[ran[0]], per[ran[1]]
-            diff = 100 * (first.hit_at_k - second.hit_at_k)
-            only_a, only_b = paired(first, second)
-            line += f"  {diff:>+22.1f}  {f'{only_a}/{only_b}':>22}"
+        if pair and ran[0] in per and ran[-1] in per:
+            cand, base = per[ran[-1]], per[ran[0]]
+            only_c, only_b, better_c, better_b = paired(cand, base)
+            line += f"  {100 * (cand.hit_at_k - base.hit_at_k):>+8.1f} {cand.mrr - base.mrr:>+8.3f}"
+            line += f"  {f'{only_c}/{only_b}':>22}  {f'{better_c}/{better_b}':>24}"
         lines.append(line)
     return lines
 
@@ -321,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help="comma separated: torch,onnx-int8")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument(
-        "--modes", default="dense", help="comma separated retrieval modes to compare: dense,hybrid,keyword"
+        "--modes",
+        default="dense",
+        help="comma separated retrieval modes to compare: dense,hybrid,keyword, or hybrid/rrf and hybrid/dbsf",
     )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="benchmark corpus for the synthetic set")
     parser.add_argument("--limit-files", type=int, default=200, help="first N files, sorted (0: all)")

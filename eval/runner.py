@@ -299,14 +299,13 @@ def _machine() -> dict[str, Any]:
     import psutil
     import torch
 
-    info: dict[str, Any] = {
+    return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    return info
 
 
 def _now() -> str:

@@ -16,6 +16,7 @@ indexed version, a version counter, ACL groups and a status:
 from __future__ import annotations
 
 import json
+import queue
 import re
 import sqlite3
 import threading
@@ -153,12 +154,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 class DocStore:
-    """SQLite in WAL mode; one connection shared by threads under a lock (writes are short)."""
+    """SQLite in WAL mode: one connection for writes (and the registry's own reads), shared by threads under a
+    lock, and read-only connections for searches, so that searches run beside each other and beside writes
+    (each reads the last committed state)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._readers: queue.SimpleQueue[tuple[int, sqlite3.Connection]] = queue.SimpleQueue()
+        self._epoch = 0  # bumped by close(): connections of an earlier epoch are closed when handed back
         # Bumped by every write that can change who sees what; caches of access decisions key on it.
         self.access_generation = 0
 
@@ -180,9 +185,45 @@ class DocStore:
 
     def close(self) -> None:
         with self._lock:
+            self._epoch += 1
+            while True:
+                try:
+                    self._readers.get_nowait()[1].close()
+                except queue.Empty:
+                    break
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection for one search, from a pool that grows with the searches running at once.
+        Connections from before a close() are closed, not used (one handed back during a close is, later)."""
+        if self._conn is None:  # the file exists with its schema up to date before anyone reads it
+            with self._lock:
+                self.conn  # noqa: B018
+        epoch, conn = self._epoch, None
+        while conn is None:
+            try:
+                got, conn = self._readers.get_nowait()
+            except queue.Empty:
+                break
+            if got != epoch:
+                conn.close()
+                conn = None
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot open the document registry {self.path}: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            if epoch == self._epoch:
+                self._readers.put((epoch, conn))
+            else:
+                conn.close()
 
     def _write(self, sql: str, rows: Iterable[Sequence] | Sequence = ()) -> None:
         with self._lock:
@@ -259,7 +300,7 @@ class DocStore:
                 f"DELETE FROM doc_acl WHERE doc_id = ? AND token NOT IN ({','.join('?' * len(acl))})",
                 (doc_id, *acl),
             )
-            self.access_generation += 1
+        self.access_generation += 1  # after the commit: a search that read the old grants cannot cache them as new
 
     def commit(
         self,
@@ -279,7 +320,6 @@ class DocStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM doc_acl WHERE doc_id = ?", (doc_id,))
             conn.executemany("INSERT INTO doc_acl(doc_id, token) VALUES(?, ?)", [(doc_id, t) for t in acl])
-            self.access_generation += 1
             conn.execute(
                 "INSERT INTO documents(doc_id, path, title, doc_type, content_hash, size_bytes, version, chunk_count, "
                 "acl_groups, tags, status, error, ingested_at, updated_at) "
@@ -305,6 +345,7 @@ class DocStore:
                     stamp,
                 ),
             )
+        self.access_generation += 1
 
     def record_failure(self, doc_id: str, path: str, error: str) -> None:
         """A file that failed: a new one is listed as failed; an indexed one keeps its last good version."""
@@ -322,7 +363,7 @@ class DocStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM doc_acl WHERE doc_id = ?", (doc_id,))
             conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            self.access_generation += 1
+        self.access_generation += 1
 
     def acl(self, doc_ids: Iterable[str]) -> dict[str, set[str]]:
         """Document id -> ACL tokens, for the given documents (a document without any grants nothing)."""
@@ -418,8 +459,12 @@ class DocStore:
     def allowed_documents(self, tokens: Iterable[str], filters: SearchFilters | None = None) -> list[str]:
         """Ids of the documents a caller with these ACL tokens may see, narrowed by ``filters``."""
         where, params = self._visible(tokens, filters)
-        with self._lock:
-            return [row[0] for row in self.conn.execute(f"SELECT d.doc_id FROM documents d WHERE {where}", params)]
+        if filters is None:  # the access tokens alone: doc_acl's primary key answers it (rows go with documents)
+            sql, params = f"SELECT doc_id FROM doc_acl WHERE token IN ({','.join('?' * len(params))})", params
+        else:
+            sql = f"SELECT d.doc_id FROM documents d WHERE {where}"
+        with self._reader() as conn:
+            return list(dict.fromkeys(row[0] for row in conn.execute(sql, params)))
 
     def keyword_search(
         self,
@@ -442,8 +487,8 @@ class DocStore:
             f"WHERE chunks_fts MATCH ? AND EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where}) "
             "ORDER BY bm25(chunks_fts) LIMIT ?"
         )
-        with self._lock:
-            return [(cid, float(score)) for cid, score in self.conn.execute(sql, [match, *params, top_k])]
+        with self._reader() as conn:
+            return [(cid, float(score)) for cid, score in conn.execute(sql, [match, *params, top_k])]
 
     def selective_terms(self, query: str, max_share: float = 0.02, keep: int = 2) -> list[str]:
         """The query's words as the keyword index spells them, without the very common ones: a word in more than
@@ -452,10 +497,10 @@ class DocStore:
         words = fts_terms(query)
         if not words:
             return []
-        with self._lock:
-            total = self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
+        with self._reader() as conn:
+            total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
             marks = ",".join("?" * len(words))
-            found = dict(self.conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", words))
+            found = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", words))
         present = sorted((found[w], w) for w in words if w in found)
         limit = max(max_share * total, COMMON_FLOOR)  # a small index is fast anyway: keep every word
         chosen = [w for df, w in present if df <= limit] or [w for _, w in present[:keep]]

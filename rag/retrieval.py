@@ -1,4 +1,5 @@
-"""Hybrid retrieval under access control: dense vectors and BM25 keywords, fused by reciprocal rank.
+"""Hybrid retrieval under access control: dense vectors and BM25 keywords, fused by score distribution or by
+reciprocal rank (``retrieval.fusion``).
 
 Every query runs for an identity (no identity: public documents only). The documents that identity may see,
 narrowed by any metadata filters, are resolved once from the registry; both legs search only among them, inside
@@ -28,7 +29,7 @@ from rag.store import ChromaStore
 log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 4000
-_KEYWORD_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
+_SEARCH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search")
 
 
 def reciprocal_rank_fusion(
@@ -41,6 +42,30 @@ def reciprocal_rank_fusion(
     for leg, ids in legs.items():
         for rank, chunk_id in enumerate(ids, start=1):
             scores[chunk_id] = scores.get(chunk_id, 0.0) + weights.get(leg, 1.0) / (k + rank)
+            ranks.setdefault(chunk_id, {})[leg] = rank
+    order = sorted(scores, key=lambda cid: -scores[cid])
+    return [(cid, scores[cid], ranks[cid]) for cid in order]
+
+
+def distribution_based_score_fusion(
+    legs: dict[str, Sequence[tuple[str, float]]], weights: dict[str, float]
+) -> list[tuple[str, float, dict[str, int]]]:
+    """(id, fused score, {leg: 1-based rank}) best first. Each leg's scores are rescaled by their own spread,
+    ``(score - (mean - 3 sd)) / (6 sd)`` clipped to [0, 1] (Qdrant's DBSF), and summed with the leg weights; an id
+    missing from a leg gets nothing from it. Unlike rank fusion this keeps how far ahead a leg's best match is: a
+    decisive dense match is not overtaken by a chunk that both legs rank second. A leg whose scores are all equal
+    puts them at 0.5. Ties keep the order in which ids were first seen, legs in the given order."""
+    scores: dict[str, float] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    for leg, hits in legs.items():
+        if not hits:
+            continue
+        values = np.fromiter((score for _, score in hits), dtype=np.float64, count=len(hits))
+        mean, spread = float(values.mean()), 6.0 * float(values.std())
+        normalised = np.clip((values - mean) / spread + 0.5, 0.0, 1.0) if spread > 0 else np.full(len(hits), 0.5)
+        weight = weights.get(leg, 1.0)
+        for rank, ((chunk_id, _), value) in enumerate(zip(hits, normalised, strict=True), start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * float(value)
             ranks.setdefault(chunk_id, {})[leg] = rank
     order = sorted(scores, key=lambda cid: -scores[cid])
     return [(cid, scores[cid], ranks[cid]) for cid in order]
@@ -79,6 +104,19 @@ class Retriever:
                 self._allowed.popitem(last=False)
         return allowed
 
+    def fuse(self, legs: dict[str, list[tuple[str, float]]]) -> list[tuple[str, float, dict[str, int]]]:
+        """One ranking from the legs' (id, score) lists, by ``retrieval.fusion``; one leg keeps its own order."""
+        weights = {"dense": self.settings.dense_weight, "keyword": self.settings.keyword_weight}
+        if self.settings.fusion == "rrf":
+            return reciprocal_rank_fusion(
+                {leg: [cid for cid, _ in hits] for leg, hits in legs.items()}, weights, self.settings.rrf_k
+            )
+        return distribution_based_score_fusion(legs, weights)
+
+    def clear_cache(self) -> None:
+        with self._allowed_lock:
+            self._allowed.clear()
+
     @property
     def top_k(self) -> int:
         return self.settings.top_k
@@ -106,33 +144,34 @@ class Retriever:
         if mode not in ("hybrid", "dense", "keyword"):
             raise InvalidRequestError(f"unknown retrieval mode {mode!r}: use hybrid, dense or keyword")
         tokens = (identity or Identity.anonymous()).tokens()
-        allowed = self.allowed_documents(tokens, filters)
-        if not allowed:
-            return []
         n = max(k, self.settings.candidates)
-        # The keyword leg runs on a second core meanwhile: SQLite and numpy both release the GIL.
+        # The caller's documents and the keyword leg (access checked in its SQL) are looked up on other cores
+        # while the query is embedded: SQLite, onnxruntime and numpy all release the GIL.
+        permitted_docs = _SEARCH_POOL.submit(self.allowed_documents, tokens, filters)
         keyword = (
-            _KEYWORD_POOL.submit(
+            _SEARCH_POOL.submit(
                 self.store.docstore.keyword_search, query, n, tokens, filters, self.settings.keyword_common_share
             )
             if mode != "dense"
             else None
         )
-        legs: dict[str, list[str]] = {}
+        legs: dict[str, list[tuple[str, float]]] = {}
         cosine: dict[str, float] = {}
         try:
             vector = self.embedder.embed_query(query)
-            if mode != "keyword":
-                dense = self.store.index.search(vector, n, allowed)
-                legs["dense"] = [cid for cid, _ in dense]
-                cosine.update(dense)
+            allowed = permitted_docs.result()
+            if allowed and mode != "keyword":
+                legs["dense"] = self.store.index.search(vector, n, allowed)
+                cosine.update(legs["dense"])
         finally:
-            keyword_hits = keyword.result() if keyword is not None else None  # errors raise here, never ignored
+            allowed = permitted_docs.result()  # errors raise, never ignored: no results without the filter
+            keyword_hits = keyword.result() if keyword is not None else None
+        if not allowed:
+            return []
         if keyword_hits is not None:
-            legs["keyword"] = [cid for cid, _ in keyword_hits]
-        weights = {"dense": self.settings.dense_weight, "keyword": self.settings.keyword_weight}
+            legs["keyword"] = keyword_hits
         depth = max(k, self.settings.rerank_candidates) if self.reranker is not None else k
-        fused = reciprocal_rank_fusion(legs, weights, self.settings.rrf_k)[:depth]
+        fused = self.fuse(legs)[:depth]
         missing = [cid for cid, _, _ in fused if cid not in cosine]
         if missing:  # found by keywords only: score them against the query too, for the relevance threshold
             q = np.asarray(vector, dtype=np.float32)

@@ -21,7 +21,9 @@ class RetrievedChunk(BaseModel):
     text: str
     score: float = Field(description="Cosine similarity to the query, -1..1.")
     metadata: dict[str, Any]
-    fused: float | None = Field(None, description="Reciprocal rank fusion score that ordered the results.")
+    fused: float | None = Field(
+        None, description="Fusion score that ordered the results (retrieval.fusion: dbsf or rrf)."
+    )
     ranks: dict[str, int] = Field(default_factory=dict, description="1-based rank in each leg that found it.")
     rerank: float | None = Field(None, description="Cross-encoder score, when a reranker is configured.")
 

@@ -24,7 +24,7 @@ class DenseIndex:
         self._lock = threading.RLock()
         self._dim = dim
         self._matrix = np.zeros((0, dim or 0), dtype=np.float32)
-        self._size = 0  # rows in use (the matrix grows in steps)
+        self._size = 0  # rows handed out so far, freed ones included (the matrix grows in steps)
         self._ids: list[str | None] = []
         self._row: dict[str, int] = {}
         self._doc_of = np.zeros(0, dtype=np.int32)
@@ -67,7 +67,7 @@ class DenseIndex:
         norms = np.linalg.norm(block, axis=1, keepdims=True)
         block = block / np.where(norms == 0, 1, norms)
         with self._lock:
-            if self._dim is None or self._size == 0 and not self._row:
+            if self._size == 0:  # nothing stored yet: the first vectors set the dimensions
                 self._dim = block.shape[1]
                 self._matrix = np.zeros((0, self._dim), dtype=np.float32)
             if block.shape[1] != self._dim:

@@ -115,3 +115,23 @@ def test_bench_retrieval_runs_at_a_small_size(capsys):
     assert "2,000 chunks (200 documents)" in printed and "ours p95 / Chroma bare p95" in printed
     permitted = {"public", f"group:{GROUPS[1]}", f"group:{GROUPS[3]}"}
     assert sum(1 for d in range(200) if set(document_acl(d)) & permitted) < 200  # some are forbidden
+
+
+def test_quality_table_compares_the_last_variant_with_the_first():
+    from eval.retrieval_quality import QualityResult, QueryResult, paired, table
+
+    def result(variant: str, ranks: list[int | None]) -> QualityResult:
+        out = QualityResult("sample", variant, 5)
+        out.results = [QueryResult(f"q{i}", "?", ("a.md",), "", [], [], r) for i, r in enumerate(ranks)]
+        return out
+
+    dense = result("x:dense", [1, 2, None, 1])
+    hybrid = result("x:hybrid", [1, 1, 3, 2])
+    # hybrid: 1 hit dense lacks (q2), none lost; better gold rank on q1 and q2, worse on q3.
+    assert paired(hybrid, dense) == (1, 0, 2, 1)
+    lines = table({"x:dense": {"sample": dense}, "x:hybrid": {"sample": hybrid}}, ["x:dense", "x:hybrid"], 5)
+    assert lines[0].startswith("(variants of x; the last is compared with the first)")
+    assert "dense hit@5" in lines[1] and "x:dense" not in lines[1]
+    row = lines[3].split()
+    assert row[:6] == ["sample", "4", "0.750", "0.625", "1.000", f"{(1 + 1 + 1 / 3 + 0.5) / 4:.3f}"]
+    assert row[6:] == ["+25.0", f"{(1 + 1 + 1 / 3 + 0.5) / 4 - 0.625:+.3f}", "1/0", "2/1"]
