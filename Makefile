@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 serve: setup
 	$(BIN)/rag ingest --if-empty ingest/sample_corpus
-	$(BIN)/rag serve --host $(HOST) --port $(PORT)
+	$(BIN)/rag serve --host $(HOST) --port $(PORT) --allow-anonymous
 
 test: setup
 	$(BIN)/pytest

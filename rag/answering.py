@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rag.acl import Identity
 from rag.citations import MarkerFilter, attribute_by_overlap, cited_indices
 from rag.embedding import Embedder
-from rag.errors import InvalidRequestError
+from rag.errors import InvalidRequestError, MaxTokensTooLargeError
 from rag.generation import GenerationEngine, GenerationParams
 from rag.packing import pack
 from rag.prompting import ContextSource, PromptContext, build_messages, select_context
@@ -48,8 +48,14 @@ class AnswerService:
         seed: int | None = None,
     ) -> GenerationParams:
         llm = self.settings.llm
+        if max_tokens is not None and max_tokens > llm.max_new_tokens:
+            raise MaxTokensTooLargeError(
+                f"max_tokens {max_tokens} is above this server's limit of {llm.max_new_tokens} generated tokens "
+                f"(llm.max_new_tokens): ask for at most {llm.max_new_tokens}",
+                detail={"param": "max_tokens", "limit": llm.max_new_tokens},
+            )
         return GenerationParams(
-            max_new_tokens=min(max_tokens or llm.max_new_tokens, llm.max_new_tokens),
+            max_new_tokens=max_tokens or llm.max_new_tokens,
             temperature=llm.temperature if temperature is None else temperature,
             top_p=llm.top_p if top_p is None else top_p,
             seed=seed,

@@ -105,3 +105,54 @@ class JobsClosedError(RagError):
     code = "shutting_down"
     status = 503
     title = "The server is shutting down"
+
+
+class AuthenticationError(RagError):
+    code = "invalid_api_key"
+    status = 401
+    title = "Authentication required"
+
+
+class PermissionDeniedError(RagError):
+    code = "admin_only"
+    status = 403
+    title = "Not allowed"
+
+
+class PayloadTooLargeError(RagError):
+    code = "body_too_large"
+    status = 413
+    title = "Request body too large"
+
+
+class RetryLaterError(RagError):
+    """Refused for now; ``retry_after`` seconds is when trying again makes sense (the Retry-After header)."""
+
+    retry_after = 5
+
+    def __init__(self, message: str, *, retry_after: int | None = None, detail: dict | None = None) -> None:
+        super().__init__(message, detail=detail)
+        if retry_after is not None:
+            self.retry_after = max(1, int(retry_after))
+
+
+class RateLimitedError(RetryLaterError):
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class ServerBusyError(RetryLaterError):
+    code = "server_busy"
+    status = 503
+    title = "Server busy"
+
+
+class PromptTooLongError(InvalidRequestError):
+    code = "prompt_too_long"
+    title = "Prompt too long"
+
+
+class MaxTokensTooLargeError(InvalidRequestError):
+    code = "max_tokens_too_large"
+    title = "max_tokens above the limit"

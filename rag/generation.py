@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from rag.batching import BatchScheduler
 from rag.embedding import resolve_device
 from rag.errors import ConfigError, ModelNotFoundError, ModelNotReadyError
 from rag.model_files import find_gguf, resolve_model_path, sha256_file, weights_sha256
@@ -63,7 +64,8 @@ class GenerationEngine(Protocol):
 
 
 class TransformersEngine:
-    """A causal LM through transformers, on CPU or GPU. Requests run one at a time behind a lock."""
+    """A causal LM through transformers, on CPU or GPU. Concurrent requests share the model through dynamic
+    batching (``rag.batching``): they join and leave the batch between decode steps."""
 
     def __init__(self, settings: LLMSettings, cache_dir: Path) -> None:
         self.settings = settings
@@ -74,7 +76,7 @@ class TransformersEngine:
         self._model = None
         self._tokenizer = None
         self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()
+        self._scheduler: BatchScheduler | None = None
 
     @property
     def loaded(self) -> bool:
@@ -113,6 +115,15 @@ class TransformersEngine:
             self._save_converted(model, tokenizer)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        eos = model.generation_config.eos_token_id
+        eos_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        self._scheduler = BatchScheduler(
+            model,
+            sorted(eos_ids),
+            max_batch=self.settings.max_batch,
+            max_queue=self.settings.max_queue,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         self._tokenizer, self._model = tokenizer, model
         log.info(
             "loaded %s (%s) on %s in %.1fs",
@@ -165,64 +176,49 @@ class TransformersEngine:
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
 
+    def load_info(self) -> dict[str, int]:
+        """Batch occupancy: requests being generated (active), waiting (queued), and the batch size (slots)."""
+        if self._scheduler is None:
+            return {"active": 0, "queued": 0, "slots": self.settings.max_batch}
+        return self._scheduler.load_info()
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+
     def stream(
         self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
     ) -> Generation:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        model, tokenizer = self._require()
-        inputs = self.prompt_ids(messages).to(self.device)
-        prompt_len = int(inputs["input_ids"].shape[1])
-        cancel = cancel or threading.Event()
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
-        counter = {"new": 0}
-
-        class _StopOnCancel(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs) -> bool:  # noqa: ANN001, ANN003
-                counter["new"] = int(input_ids.shape[1]) - prompt_len
-                return cancel.is_set()
-
-        sampling = params.temperature > 0
-        generate_kwargs = dict(
-            **inputs,
-            streamer=streamer,
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sampling,
-            temperature=params.temperature if sampling else None,
-            top_p=params.top_p if sampling else None,
-            top_k=None,
-            stopping_criteria=StoppingCriteriaList([_StopOnCancel()]),
-            pad_token_id=tokenizer.pad_token_id,
+        """Queue the request in the batch (ServerBusyError at once when it is full) and stream its text."""
+        _, tokenizer = self._require()
+        assert self._scheduler is not None
+        prompt = self.prompt_ids(messages)["input_ids"][0].tolist()
+        tokens = self._scheduler.submit(
+            prompt,
+            params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            cancel=cancel,
         )
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            with self._generate_lock:
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                try:
-                    with torch.inference_mode():
-                        model.generate(**generate_kwargs)
-                except BaseException as exc:  # surfaced to the consumer below
-                    errors.append(exc)
-                    streamer.end()
-
-        thread = threading.Thread(target=run, name="generate", daemon=True)
-        generation = Generation(pieces=iter(()), prompt_tokens=prompt_len)
+        generation = Generation(pieces=iter(()), prompt_tokens=len(prompt))
 
         def pieces() -> Iterator[str]:
-            thread.start()
+            ids: list[int] = []
+            sent = 0
             try:
-                for piece in streamer:
-                    if piece:
-                        yield piece
+                for token in tokens:
+                    ids.append(token)
+                    generation.completion_tokens = len(ids)
+                    text = tokenizer.decode(ids, skip_special_tokens=True)
+                    if len(text) > sent and not text.endswith("\ufffd"):  # never half a UTF-8 character
+                        yield text[sent:]
+                        sent = len(text)
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                if len(text) > sent:
+                    yield text[sent:]
             finally:
-                cancel.set()  # the consumer stopped early (client gone): free the model
-                thread.join()
-                generation.completion_tokens = counter["new"]
-            if errors:
-                raise errors[0]
+                tokens.close()  # stopped early (client gone): the request leaves the batch at the next step
 
         generation.pieces = pieces()
         return generation

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rag.errors import ConfigError
@@ -57,6 +57,12 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling when temperature > 0.")
     context_window: int = Field(2048, ge=256, description="Prompt plus answer budget, in the model's tokens.")
+    max_batch: int = Field(
+        8, ge=1, le=256, description="Requests generated together: each decode step advances all of them."
+    )
+    max_queue: int = Field(
+        16, ge=0, description="Requests that may wait for a place in the batch; beyond that, a fast 503."
+    )
     cache_converted: bool = Field(
         True, description="Keep a converted copy of GGUF weights under data_dir/models for fast restarts."
     )
@@ -160,12 +166,53 @@ class PromptSettings(BaseModel):
     )
 
 
+class ApiKey(BaseModel):
+    """One API key, stored as the SHA-256 of the key (the key itself is shown once, by `rag keys create`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, description="Label for logs, metrics and the audit log.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
+    user: str = Field(min_length=1, description="User id: the `user:` ACL token this key's caller holds.")
+    groups: list[str] = Field(default_factory=list, description="Groups: the `group:` ACL tokens it holds.")
+    role: Literal["employee", "admin"] = Field("employee", description="admin may also use /v1/admin.")
+
+
 class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address `rag serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` binds.")
+    api_keys_file: Path | None = Field(
+        None,
+        description="YAML file of hashed API keys (`rag keys create` writes it); default data_dir/api_keys.yaml. "
+        "Re-read when it changes, so a revoked key stops working without a restart.",
+    )
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description="More hashed API keys, e.g. from the environment: RAG_SERVER__API_KEYS='[{...}]'.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description="Callers without a key get public documents only (a demo). Off: they get 401.",
+    )
+    rate_limit: str = Field(
+        "120/minute", description="Requests per API key (anonymous callers: per address), e.g. 10/second."
+    )
+    max_body_kb: int = Field(256, ge=1, description="Largest JSON request body; larger ones get 413.")
+    max_prompt_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Most tokens a caller's messages may take (question, history), in the model's tokens; 400 above.",
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0, description="On stop, open streams may finish for this long; then they are cut."
+    )
+    audit_log: bool = Field(
+        True, description="Append who asked, when, and which documents were retrieved and cited to data_dir/audit."
+    )
+    audit_questions: bool = Field(True, description="Also write the question text into the audit log.")
+    log_format: Literal["json", "text"] = Field("json", description="`rag serve` log lines: JSON or plain text.")
     admin_api: bool = Field(
         False,
-        description="Serve the /v1/admin routes (ingest jobs, documents). Off until auth exists; bind to loopback.",
+        description="Serve the /v1/admin routes (ingest jobs, documents) to admin keys.",
     )
     admin_paths: list[Path] = Field(
         default_factory=list, description="Server-side folders an admin ingest job may read; nothing else is allowed."

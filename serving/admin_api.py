@@ -21,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.jobs import JobManager
 from rag.errors import NotFoundError
+from serving.auth import require_admin
 from serving.deps import ContainerDep, ready_container
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 DocumentStatus = Literal["indexing", "indexed", "failed", "deleting"]

@@ -13,6 +13,9 @@ from fastapi import FastAPI
 from rag.container import Container
 from rag.settings import Settings
 from serving import native_api, openai_api
+from serving.auth import KeyRing, RateLimiter
+from serving.middleware import BodyLimitMiddleware
+from serving.observability import AuditLog, ObservabilityMiddleware
 from serving.problems import install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     """Build the app; pass a ``container`` to reuse already loaded components (tests, embedding in a host)."""
+    owns_container = container is None
     container = container or Container.from_settings(settings or Settings())
     jobs = None
     if container.settings.server.admin_api:
@@ -36,7 +40,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         finally:
             if jobs is not None:  # cancel queued ingest jobs, stop the running one after its current file
                 await asyncio.to_thread(jobs.shutdown)
+            close = getattr(container.engine, "close", None)
+            if owns_container and callable(close):  # streams were drained first (server.shutdown_timeout_s)
+                await asyncio.to_thread(close)
             container.store.close()  # let go of the embedded store: another process may open it now
+            if audit is not None:
+                audit.close()
 
     app = FastAPI(
         title="Private RAG",
@@ -44,12 +53,23 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
         description="Answers from your own documents with a local LLM, with citations.",
     )
+    server = container.settings.server
+    audit = (
+        AuditLog(container.settings.data_dir / "audit" / "audit.jsonl", server.audit_questions)
+        if server.audit_log
+        else None
+    )
     app.state.container = container
+    app.state.keyring = KeyRing(container.settings)
+    app.state.rate_limiter = RateLimiter(server.rate_limit)
+    app.state.audit = audit
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_kb * 1024)
+    app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
     if jobs is not None:
-        # Off by default: no auth yet, so these routes are absent (404) unless server.admin_api is true.
+        # Admin keys only (403 for employees); absent (404) unless server.admin_api is true.
         from serving import admin_api
 
         app.state.jobs = jobs

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from rag.errors import InvalidRequestError, RagError
+from rag.errors import ConfigError, InvalidRequestError, RagError
 from rag.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Private RAG on a local open-source LLM.")
@@ -258,6 +258,66 @@ def ask(
     )
 
 
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list and revoke (stored hashed).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="User id: the caller's user: ACL token.")],
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Group the caller belongs to (repeatable).")
+    ] = None,
+    role: Annotated[str, typer.Option(help="employee, or admin (may also use /v1/admin).")] = "employee",
+    name: Annotated[str | None, typer.Option(help="Label for logs and the audit log (default: the user).")] = None,
+) -> None:
+    """Create a key and print it once; only its SHA-256 is stored, in the keys file. A running server picks it up."""
+    from rag.acl import Identity
+    from rag.settings import ApiKey
+    from serving.auth import hash_key, keys_file, new_key, read_keys_file, write_keys_file
+
+    settings = settings_of(ctx)
+    Identity.of(user, group or [])  # names are checked now, as ACL tokens
+    path = keys_file(settings)
+    keys = read_keys_file(path)
+    label = name or user
+    if any(k.name == label for k in [*keys, *settings.server.api_keys]):
+        raise ConfigError(f"a key named {label!r} exists: pick another --name, or revoke it first")
+    key = new_key()
+    try:
+        entry = ApiKey(name=label, sha256=hash_key(key), user=user, groups=group or [], role=role)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid key settings: {exc.errors()[0]['msg']} (role is employee or admin)") from exc
+    write_keys_file(path, [*keys, entry])
+    console.print(f"created key {label!r} for user {user} ({role}) in {path}; it is shown once:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """The configured keys: name, user, groups and role (never the keys)."""
+    from serving.auth import keys_file, read_keys_file
+
+    settings = settings_of(ctx)
+    for key in [*settings.server.api_keys, *read_keys_file(keys_file(settings))]:
+        print(f"{key.name}\tuser={key.user}\tgroups={','.join(key.groups) or '-'}\trole={key.role}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Remove a key from the keys file; a running server refuses it from its next request."""
+    from serving.auth import keys_file, read_keys_file, write_keys_file
+
+    path = keys_file(settings_of(ctx))
+    keys = read_keys_file(path)
+    kept = [k for k in keys if k.name != name]
+    if len(kept) == len(keys):
+        raise ConfigError(f"no key named {name!r} in {path}: `rag keys list` shows them")
+    write_keys_file(path, kept)
+    console.print(f"revoked key {name!r}")
+
+
 eval_app = typer.Typer(help="Score answer quality, speed and cost on a dataset; compare two runs.")
 app.add_typer(eval_app, name="eval")
 BUNDLED_EVAL_SET = Path(__file__).resolve().parents[1] / "eval" / "datasets" / "sample_eval.jsonl"
@@ -405,16 +465,34 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings: 8000).")] = None,
+    allow_anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--allow-anonymous",
+            help="Callers without an API key get public documents only (a demo; server.allow_anonymous).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the OpenAI-compatible and native HTTP API with uvicorn."""
+    """Serve the OpenAI-compatible and native HTTP API with uvicorn.
+
+    Callers need an API key (`rag keys create`) unless --allow-anonymous. On stop (Ctrl-C, SIGTERM) open streams
+    may finish for server.shutdown_timeout_s, then the model and the store are closed."""
     import uvicorn
 
     from serving.app import create_app
+    from serving.observability import configure_logging
 
     settings = settings_of(ctx)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if allow_anonymous:
+        settings.server.allow_anonymous = True
+    configure_logging("INFO", settings.server.log_format)
     uvicorn.run(
-        create_app(settings), host=host or settings.server.host, port=port or settings.server.port, log_level="info"
+        create_app(settings),
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_config=None,  # our handlers: JSON lines with the request id
+        access_log=False,  # the app logs one line per request, with its id, route, status and key
+        timeout_graceful_shutdown=settings.server.shutdown_timeout_s,
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from rag.container import Container
-from rag.errors import ModelNotReadyError
+from rag.errors import ModelNotReadyError, PromptTooLongError
 
 
 def get_container(request: Request) -> Container:
@@ -23,3 +24,15 @@ def ready_container(container: Container) -> Container:
     if not container.ready:
         raise ModelNotReadyError("the models are still loading: retry in a few seconds")
     return container
+
+
+def check_prompt_size(container: Container, texts: Iterable[str]) -> None:
+    """The caller's own text (question, history, messages) within server.max_prompt_tokens, in the model's tokens."""
+    limit = container.settings.server.max_prompt_tokens
+    used = container.engine.count_tokens("\n".join(texts))
+    if used > limit:
+        raise PromptTooLongError(
+            f"the messages are {used} tokens; this server accepts at most {limit} (server.max_prompt_tokens): "
+            "shorten the question or send less history",
+            detail={"param": "messages", "limit": limit},
+        )

@@ -6,14 +6,16 @@ import time
 from functools import partial
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from rag.documents import DocumentPreview, preview
 from rag.schemas import Answer, RetrievedChunk, SearchFilters
-from serving.deps import ContainerDep, ready_container
+from serving.auth import PrincipalDep
+from serving.deps import ContainerDep, check_prompt_size, ready_container
+from serving.observability import finish_answer, metrics_text
 from serving.problems import problem
 
 router = APIRouter()
@@ -52,44 +54,70 @@ class RetrieveResponse(BaseModel):
 
 
 @router.post("/v1/query", response_model=Answer, tags=["native"])
-async def query(body: QueryRequest, container: ContainerDep) -> Answer:
+async def query(body: QueryRequest, request: Request, container: ContainerDep, principal: PrincipalDep) -> Answer:
+    """Answer with citations, from the documents the caller's key may see."""
     ready_container(container)
+    check_prompt_size(container, [body.question, *(t.content for t in body.history)])
     service = container.answers
     params = service.params(body.max_tokens, body.temperature, None, body.seed)
-    # No identity until the serving layer authenticates callers: public documents only (fail closed).
-    return await run_in_threadpool(
+    answer = await run_in_threadpool(
         partial(
             service.answer,
             top_k=body.top_k,
             params=params,
-            identity=None,
+            identity=principal.identity,
             filters=body.filters,
             history=[t.model_dump() for t in body.history],
         ),
         body.question,
     )
+    finish_answer(request.app.state, principal, "/v1/query", answer)
+    return answer
 
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse, tags=["native"])
-async def retrieve(body: RetrieveRequest, container: ContainerDep) -> RetrieveResponse:
+async def retrieve(
+    body: RetrieveRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> RetrieveResponse:
+    """The chunks the caller may see that best match the query, without generating an answer."""
     ready_container(container)
     started = time.perf_counter()
     chunks = await run_in_threadpool(
-        partial(container.retriever.retrieve, identity=None, filters=body.filters, mode=body.mode),
+        partial(container.retriever.retrieve, identity=principal.identity, filters=body.filters, mode=body.mode),
         body.query,
         body.top_k,
     )
+    if request.app.state.audit is not None:
+        request.app.state.audit.record(
+            principal=principal,
+            route="/v1/retrieve",
+            question=body.query,
+            retrieved=(str(c.metadata.get("doc_id", "")) for c in chunks),
+            outcome="retrieved",
+        )
     return RetrieveResponse(
         query=body.query, chunks=chunks, retrieval_ms=round((time.perf_counter() - started) * 1000, 1)
     )
 
 
 @router.get("/v1/documents/{doc_id}", response_model=DocumentPreview, tags=["native"])
-async def document(doc_id: str, container: ContainerDep) -> DocumentPreview:
+async def document(doc_id: str, request: Request, container: ContainerDep, principal: PrincipalDep) -> DocumentPreview:
     """A document's text (preview and download), under the same access check as retrieval; 404 when the caller
-    may not see it, exactly as when it does not exist. Callers are anonymous until auth exists."""
+    may not see it, exactly as when it does not exist."""
     ready_container(container)
-    return await run_in_threadpool(preview, container.store, doc_id, None)
+    shown = await run_in_threadpool(preview, container.store, doc_id, principal.identity)
+    if request.app.state.audit is not None:
+        request.app.state.audit.record(
+            principal=principal, route="/v1/documents/{doc_id}", retrieved=[doc_id], outcome="document shown"
+        )
+    return shown
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests, latency, time to first token, tokens/s, queue depth, retrieval, ingest."""
+    body, content_type = metrics_text(request.app.state)
+    return Response(body, media_type=content_type)
 
 
 @router.get("/healthz", tags=["health"])

@@ -17,7 +17,9 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from rag.answering import TextDelta
 from rag.errors import InvalidRequestError
 from rag.schemas import Answer
-from serving.deps import ContainerDep, ready_container
+from serving.auth import PrincipalDep
+from serving.deps import ContainerDep, check_prompt_size, ready_container
+from serving.observability import finish_answer
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -88,7 +90,7 @@ NO_RAG = ":no-rag"  # model id suffix: the model alone, for clients that cannot 
 
 
 @router.get("/models")
-async def list_models(container: ContainerDep) -> dict:
+async def list_models(container: ContainerDep, principal: PrincipalDep) -> dict:
     """The RAG assistant, then the same model without retrieval (``<id>:no-rag``), e.g. for an eval judge."""
     model = {"object": "model", "created": 0, "owned_by": "local", "sha256": container.engine.model_sha256}
     return {
@@ -101,8 +103,11 @@ async def list_models(container: ContainerDep) -> dict:
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request, container: ContainerDep):  # noqa: ANN201
+async def chat_completions(  # noqa: ANN201
+    body: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+):
     ready_container(container)
+    check_prompt_size(container, (m.text() for m in body.messages))
     service = container.answers
     params = service.params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -110,12 +115,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
     model = container.engine.model_id
     cancel = threading.Event()
     if body.rag and not (body.model or "").endswith(NO_RAG):
-        stream = service.stream(question_of(body), params=params, cancel=cancel, history=history_of(body))
+        stream = service.stream(
+            question_of(body), params=params, cancel=cancel, history=history_of(body), identity=principal.identity
+        )
     else:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         stream = service.stream_plain(messages, params=params, cancel=cancel)
+    route = "/v1/chat/completions"
     if not body.stream:
         answer = await run_in_threadpool(_last, stream)
+        finish_answer(request.app.state, principal, route, answer)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -144,6 +153,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
         return f"data: {json.dumps(payload)}\n\n"
 
     async def sse() -> AsyncIterator[str]:
+        finished = False
         try:
             yield chunk({"role": "assistant", "content": ""})
             async for event in iterate_in_threadpool(events):
@@ -152,10 +162,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, contai
                 if isinstance(event, TextDelta):
                     yield chunk({"content": event.text})
                 else:
+                    finished = True
+                    finish_answer(request.app.state, principal, route, event)
                     yield chunk({}, "stop", usage=_usage(event), **_extras(event))
             yield "data: [DONE]\n\n"
         finally:
             cancel.set()  # a client that went away stops the generation and frees the model
+            if not finished and request.app.state.audit is not None:
+                request.app.state.audit.record(
+                    principal=principal, route=route, question=_asked(body), outcome="client disconnected"
+                )
 
     return StreamingResponse(
         sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -172,3 +188,7 @@ def _last(events):  # noqa: ANN001, ANN202
 def _prepend(first, rest):  # noqa: ANN001, ANN202
     yield first
     yield from rest
+
+
+def _asked(body: ChatCompletionRequest) -> str:
+    return next((m.text() for m in reversed(body.messages) if m.role == "user"), "")

@@ -20,6 +20,7 @@ OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     422: "invalid_request_error",
+    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -42,8 +43,12 @@ def problem(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
     async def rag_error(_: Request, exc: RagError) -> JSONResponse:
-        headers = {"Retry-After": "5"} if exc.status == 503 else None
-        return problem(exc.status, exc.code, exc.title, exc.message, headers=headers)
+        retry_after = getattr(exc, "retry_after", 5 if exc.status == 503 else None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="private-rag"'
+        param = exc.detail.get("param")
+        return problem(exc.status, exc.code, exc.title, exc.message, param=param, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,7 +13,7 @@ import rag  # noqa: F401  - offline switches first
 from rag.container import Container
 from rag.settings import Settings, load_settings
 from rag.store import ChromaStore
-from tests.fakes import EchoEngine, HashEmbedder
+from tests.fakes import EchoEngine, HashEmbedder, api_key_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
@@ -76,7 +76,13 @@ def no_outbound_traffic():
 
 @pytest.fixture
 def fake_settings(tmp_path: Path) -> Settings:
-    return load_settings(data_dir=tmp_path / "data", chunking={"chunk_tokens": 60, "overlap_tokens": 8})
+    # Anonymous callers allowed (public documents only), as most HTTP tests are about other things; the auth
+    # tests turn it off. The test keys (tests.fakes.TEST_KEYS) are configured, hashed.
+    return load_settings(
+        data_dir=tmp_path / "data",
+        chunking={"chunk_tokens": 60, "overlap_tokens": 8},
+        server={"allow_anonymous": True, "api_keys": api_key_settings()},
+    )
 
 
 @pytest.fixture
@@ -106,7 +112,7 @@ def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_container(real_data_dir: Path) -> Container:
     """The real embedder, the real SmolLM2 GGUF through transformers, real chromadb on disk."""
-    container = Container.from_settings(load_settings(data_dir=real_data_dir))
+    container = Container.from_settings(load_settings(data_dir=real_data_dir, server={"api_keys": api_key_settings()}))
     container.load()
     return container
 

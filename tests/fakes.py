@@ -78,3 +78,24 @@ class EchoEngine:
 
         generation.pieces = pieces()
         return generation
+
+
+# API keys for HTTP tests: (key, user, groups, role). Only their SHA-256 goes into the settings, as in production.
+TEST_KEYS = {
+    "admin": ("rag-test-admin-key", "root", ["it"], "admin"),
+    "alice": ("rag-test-alice-key", "alice", ["hr"], "employee"),
+    "bob": ("rag-test-bob-key", "bob", ["engineering"], "employee"),
+}
+
+
+def api_key_settings() -> list[dict]:
+    import hashlib
+
+    return [
+        {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "user": user, "groups": groups, "role": role}
+        for name, (key, user, groups, role) in TEST_KEYS.items()
+    ]
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_KEYS[name][0]}"}

@@ -19,6 +19,7 @@ from ingest.pipeline import IngestService
 from rag.generation import Generation, GenerationParams
 from serving.app import create_app
 from tests.conftest import REPO
+from tests.fakes import TEST_KEYS
 from tests.serving.server import running
 
 DATASET = [
@@ -169,9 +170,9 @@ def test_judge_through_an_openai_compatible_server_without_retrieval(setup):
     judge_server = Container(container.settings, container.embedder, grader, container.store)
     judge_server.load()
     with running(create_app(container=judge_server)) as url:
-        models = [m.id for m in openai.OpenAI(base_url=url + "/v1", api_key="x").models.list().data]
+        models = [m.id for m in openai.OpenAI(base_url=url + "/v1", api_key=TEST_KEYS["alice"][0]).models.list().data]
         assert models == ["grader", "grader:no-rag"]
-        judge = Judge(url + "/v1", "grader:no-rag")
+        judge = Judge(url + "/v1", "grader:no-rag", api_key=TEST_KEYS["alice"][0])
         report = run_eval(container, load_dataset(dataset), dataset_path=dataset, judge=judge)
     answered = [q for q in report.questions if not q.refused]
     assert answered and all(

@@ -63,7 +63,7 @@ def test_ingest_ask_and_serve_with_no_route_out(real_container, tmp_path: Path):
         ip link set lo up
         {rag} ingest {SAMPLE_CORPUS}
         {rag} ask --json "{QUESTION}" > {tmp_path}/ask.json
-        {rag} serve --port {port} > {tmp_path}/serve.log 2>&1 &
+        {rag} serve --port {port} --allow-anonymous > {tmp_path}/serve.log 2>&1 &
         server=$!
         {sys.executable} {tmp_path}/client.py http://127.0.0.1:{port} "{QUESTION}" > {tmp_path}/chat.json
         kill $server

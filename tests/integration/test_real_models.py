@@ -13,6 +13,7 @@ import pytest
 from rag.answering import TextDelta
 from rag.schemas import Answer
 from serving.app import create_app
+from tests.fakes import TEST_KEYS, api_key_settings
 from tests.serving.server import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +43,7 @@ def test_unanswerable_question_is_declined(real_container):
 
 def test_openai_client_reads_answer_and_citations(real_container):
     with running(create_app(container=real_container)) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=TEST_KEYS["alice"][0], max_retries=0)
         model = client.models.list().data[0]  # the RAG assistant; [1] is the same model without retrieval
         messages = [{"role": "user", "content": QUESTION}]
         response = client.chat.completions.create(model=model.id, messages=messages, max_tokens=60)
@@ -107,7 +108,7 @@ def test_access_control_on_the_real_path(real_container, tmp_path: Path):
     from rag.settings import load_settings
     from rag.store import ChromaStore
 
-    settings = load_settings(data_dir=tmp_path / "data")
+    settings = load_settings(data_dir=tmp_path / "data", server={"api_keys": api_key_settings()})
     container = Container(
         settings, real_container.embedder, real_container.engine, ChromaStore(tmp_path / "data" / "chroma", "acl")
     )
@@ -132,10 +133,15 @@ def test_access_control_on_the_real_path(real_container, tmp_path: Path):
         assert "81,500" not in shown and "96,500" not in shown
         assert all(Path(c.source).name == "handbook.md" for c in answer.citations)
     with running(create_app(container=container)) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-        response = client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": question}], max_tokens=60
-        )
-        shown = response.choices[0].message.content + json.dumps(response.model_extra["citations"])
-        assert "81,500" not in shown and "salary-bands.md" not in shown  # HTTP callers are anonymous for now
+        # Over HTTP the caller's API key is the identity: alice's key (group hr) and bob's (engineering).
+        def ask(key: str) -> str:
+            client = openai.OpenAI(base_url=url + "/v1", api_key=TEST_KEYS[key][0], max_retries=0)
+            response = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": question}], max_tokens=60
+            )
+            return response.choices[0].message.content + json.dumps(response.model_extra["citations"])
+
+        assert "salary-bands.md" in ask("alice")
+        shown = ask("bob")
+        assert "81,500" not in shown and "salary-bands.md" not in shown
     container.store.close()

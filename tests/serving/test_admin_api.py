@@ -24,7 +24,7 @@ from rag.locking import WriterLock
 from rag.settings import load_settings
 from rag.store import ChromaStore
 from serving.app import create_app
-from tests.fakes import EchoEngine, HashEmbedder
+from tests.fakes import EchoEngine, HashEmbedder, api_key_settings, auth
 from tests.serving.server import running
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -39,7 +39,7 @@ def admin_container(tmp_path: Path, **server) -> Container:
         data_dir=tmp_path / "data",
         chunking={"chunk_tokens": 60, "overlap_tokens": 8},
         ingest={"parse_workers": 1},
-        server={"admin_api": True, **server},
+        server={"admin_api": True, "api_keys": api_key_settings(), **server},
     )
     container = Container(settings, HashEmbedder(), EchoEngine(), ChromaStore(settings.data_dir / "chroma", "test"))
     container.load()
@@ -83,7 +83,10 @@ def test_admin_routes_are_absent_when_the_setting_is_off(fake_container):
 
 def test_path_job_progress_documents_rerun_and_busy_delete(tmp_path, docs):
     container = admin_container(tmp_path, admin_paths=[str(docs)])
-    with running(create_app(container=container)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        running(create_app(container=container)) as url,
+        httpx.Client(base_url=url, timeout=30, headers=auth("admin")) as client,
+    ):
         schema = client.get("/openapi.json").json()
         assert "/v1/admin/ingest/jobs/{job_id}" in schema["paths"] and "JobModel" in schema["components"]["schemas"]
 
@@ -134,7 +137,7 @@ def test_server_side_paths_outside_admin_paths_are_refused(tmp_path, docs):
     (outside / "salaries.md").write_text("# Salaries\n\nConfidential.\n")
     (docs / "sneaky").symlink_to(outside, target_is_directory=True)
     container = admin_container(tmp_path, admin_paths=[str(docs)])
-    with running(create_app(container=container)) as url, httpx.Client(base_url=url) as client:
+    with running(create_app(container=container)) as url, httpx.Client(base_url=url, headers=auth("admin")) as client:
         for path in [outside, docs / "sneaky", docs / ".." / "secret" / "salaries.md"]:
             refused = client.post("/v1/admin/ingest/jobs", json={"paths": [str(path)]})
             assert refused.status_code == 403, path
@@ -154,7 +157,7 @@ def test_server_side_paths_outside_admin_paths_are_refused(tmp_path, docs):
 
     closed = admin_container(tmp_path / "closed")
     with running(create_app(container=closed)) as url:
-        refused = httpx.post(url + "/v1/admin/ingest/jobs", json={"paths": [str(docs)]})
+        refused = httpx.post(url + "/v1/admin/ingest/jobs", json={"paths": [str(docs)]}, headers=auth("admin"))
         assert refused.status_code == 403 and "server.admin_paths" in refused.json()["detail"]
         assert "no folder is allowed" in refused.json()["detail"]
 
@@ -162,7 +165,10 @@ def test_server_side_paths_outside_admin_paths_are_refused(tmp_path, docs):
 def test_upload_job_limits_sanitising_and_document_deletion(tmp_path):
     container = admin_container(tmp_path, max_upload_mb=0.001)  # 1048 bytes
     data_dir = container.settings.data_dir
-    with running(create_app(container=container)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        running(create_app(container=container)) as url,
+        httpx.Client(base_url=url, timeout=30, headers=auth("admin")) as client,
+    ):
         files = [
             (
                 "files",
@@ -200,8 +206,11 @@ def test_upload_job_limits_sanitising_and_document_deletion(tmp_path):
             return [c.id for c in chunks if c.metadata["doc_id"] == zebra_doc]
 
         assert zebra_chunks()
-        anonymous = client.post("/v1/retrieve", json={"query": "zebras savanna", "top_k": 5}).json()["chunks"]
-        assert anonymous == []  # no identity over HTTP until auth exists: public documents only
+        # The caller's key is their identity: root (group it) sees the document, bob (engineering) does not.
+        mine = client.post("/v1/retrieve", json={"query": "zebras savanna", "top_k": 5}).json()["chunks"]
+        assert zebra_doc in {c["metadata"]["doc_id"] for c in mine}
+        bobs = client.post("/v1/retrieve", json={"query": "zebras savanna", "top_k": 5}, headers=auth("bob"))
+        assert zebra_doc not in {c["metadata"]["doc_id"] for c in bobs.json()["chunks"]}
         deleted = client.delete(f"/v1/admin/documents/{zebra_doc}")
         assert deleted.status_code == 200 and deleted.json()["doc_id"] == zebra_doc
         assert zebra_doc not in {d["doc_id"] for d in client.get("/v1/admin/documents").json()["documents"]}
@@ -215,7 +224,7 @@ def test_upload_job_limits_sanitising_and_document_deletion(tmp_path):
 
 def test_job_fails_clearly_while_another_writer_holds_the_store(tmp_path, docs):
     container = admin_container(tmp_path, admin_paths=[str(docs)])
-    with running(create_app(container=container)) as url, httpx.Client(base_url=url) as client:
+    with running(create_app(container=container)) as url, httpx.Client(base_url=url, headers=auth("admin")) as client:
         with WriterLock(container.settings.data_dir, "ingest"):
             job = wait_job(client, client.post("/v1/admin/ingest/jobs", json={"paths": [str(docs)]}).json()["id"])
         assert job["state"] == "failed" and job["error_code"] == "store_busy"

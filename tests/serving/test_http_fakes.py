@@ -11,7 +11,7 @@ from ingest.pipeline import IngestService
 from rag.container import Container
 from rag.store import ChromaStore
 from serving.app import create_app
-from tests.fakes import EchoEngine, HashEmbedder
+from tests.fakes import TEST_KEYS, EchoEngine, HashEmbedder
 from tests.serving.server import running
 
 
@@ -26,7 +26,7 @@ def base_url(fake_container, tmp_path: Path):
 
 
 def test_openai_client_non_stream_and_stream(base_url):
-    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key=TEST_KEYS["alice"][0], max_retries=0)
     question = [{"role": "user", "content": "How long must passphrases be?"}]
     response = client.chat.completions.create(model="echo", messages=question)
     assert "14 characters" in response.choices[0].message.content
@@ -39,7 +39,7 @@ def test_openai_client_non_stream_and_stream(base_url):
 
 
 def test_errors_are_problem_json_with_the_openai_error_member(base_url):
-    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key=TEST_KEYS["alice"][0], max_retries=0)
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="echo", messages=[])
     assert raised.value.status_code == 400
@@ -81,7 +81,7 @@ def test_not_ready_gives_503_with_retry_after(fake_settings):
             assert ready.status_code == 503 and ready.headers["retry-after"]
             time.sleep(0.05)
         assert ready.status_code == 503 and ready.json()["code"] == "model_load_failed"
-        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=TEST_KEYS["alice"][0], max_retries=0)
         with pytest.raises(openai.InternalServerError) as raised:
             client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
         assert raised.value.status_code == 503

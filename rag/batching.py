@@ -1,0 +1,321 @@
+"""Dynamic batching for a transformers causal LM: requests join and leave the batch between decode steps.
+
+One thread owns the model. Each turn of its loop it
+
+1. admits waiting requests while the batch has room: each one's prompt is prefilled on its own, its first token
+   chosen, and its key/value cache merged into the batch's (left-padded to a common length, with an attention mask
+   that hides the padding and position ids that count only real tokens);
+2. runs one decode step for every request in the batch at once: one token each;
+3. drops the requests that finished (end of sequence, ``max_new_tokens``), were cancelled (the client went away)
+   or failed, and trims padding no remaining request needs.
+
+So concurrent requests share every forward pass instead of waiting for each other's whole generation, a request
+that arrives mid-way starts at the next step, and a cancelled one frees its place within one step. At most
+``max_batch`` requests are generated together and ``max_queue`` more may wait; beyond that ``submit`` raises
+:class:`~rag.errors.ServerBusyError` at once (a 503 with ``Retry-After``), so load beyond capacity never grows
+memory or waiting time without bound.
+
+Greedy decoding gives the same tokens as ``model.generate`` for each request alone (``tests/rag/test_batching.py``
+checks it on a small random Llama); sampling uses a generator per request, seeded when the request has a seed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.errors import ServerBusyError
+
+log = logging.getLogger(__name__)
+
+_END = object()  # end of a request's token stream
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    cancel: threading.Event
+    submitted: float = field(default_factory=time.monotonic)
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    generated: int = 0
+    generator: Any = None
+    done: bool = False
+
+
+class BatchScheduler:
+    """Runs ``model`` for many requests at once. ``submit`` returns an iterator of token ids for one request."""
+
+    def __init__(
+        self,
+        model: Any,
+        eos_token_ids: Sequence[int],
+        *,
+        max_batch: int = 8,
+        max_queue: int = 16,
+        pad_token_id: int = 0,
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.device = next(model.parameters()).device
+        # transformers 5.x renamed the cache argument of forward(); use whichever this version takes.
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.eos = torch.tensor(sorted(set(eos_token_ids)) or [-1], device=self.device)
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.pad_token_id = pad_token_id
+        self._lock = threading.Condition()
+        self._waiting: deque[_Request] = deque()
+        self._active: list[_Request] = []
+        self._admitting: list[_Request] = []  # taken from the queue, being prefilled
+        self._stopping = False
+        self._seconds_per_request = 5.0  # moving average of request durations, for Retry-After
+        # Batch state, touched only by the loop thread.
+        self._cache: Any = None
+        self._mask: Any = None  # [B, T] 1 for real tokens, 0 for padding
+        self._positions: Any = None  # [B] position of each request's next token
+        self._last: Any = None  # [B] each request's last chosen token
+        self.steps = 0
+        self._thread = threading.Thread(target=self._run, name="llm-batch", daemon=True)
+        self._thread.start()
+
+    # -- callers ---------------------------------------------------------------------------------------------------
+
+    def load_info(self) -> dict[str, int]:
+        with self._lock:
+            active = len(self._active) + len(self._admitting)
+            return {"active": active, "queued": len(self._waiting), "slots": self.max_batch}
+
+    def submit(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[int]:
+        """Queue one request; iterate the result for its token ids. Stopping the iteration, or setting ``cancel``,
+        cancels it. Raises ServerBusyError at once when the batch and the queue are full."""
+        request = _Request(list(prompt), max_new_tokens, temperature, top_p, seed, cancel or threading.Event())
+        with self._lock:
+            if self._stopping:
+                raise ServerBusyError("the model is shutting down: retry on another instance or after the restart")
+            if len(self._active) + len(self._admitting) + len(self._waiting) >= self.max_batch + self.max_queue:
+                ahead = len(self._waiting) + 1
+                wait = math.ceil(self._seconds_per_request * ahead / self.max_batch)
+                raise ServerBusyError(
+                    f"all {self.max_batch} generation slots are busy and {len(self._waiting)} requests are waiting "
+                    f"(llm.max_batch, llm.max_queue): retry in about {wait} s",
+                    retry_after=wait,
+                )
+            self._waiting.append(request)
+            self._lock.notify()
+        return self._tokens(request)
+
+    def _tokens(self, request: _Request) -> Iterator[int]:
+        try:
+            while True:
+                try:
+                    item = request.out.get(timeout=0.1)
+                except queue.Empty:
+                    if request.cancel.is_set():
+                        return
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancel.set()  # the consumer stopped (finished, or gone): the loop drops it at the next step
+            with self._lock:
+                self._lock.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._thread.join(timeout)
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        torch = self.torch
+        while True:
+            with self._lock:
+                while not self._stopping and not self._waiting and not self._active:
+                    self._lock.wait()
+                if self._stopping:
+                    pending = [*self._waiting, *self._active]
+                    self._waiting.clear()
+                    break
+                while self._waiting and len(self._active) + len(self._admitting) < self.max_batch:
+                    self._admitting.append(self._waiting.popleft())
+                admit = list(self._admitting)
+            try:
+                with torch.inference_mode():
+                    for request in admit:
+                        if request.cancel.is_set():
+                            request.out.put(_END)
+                        else:
+                            self._prefill(request)
+                        with self._lock:
+                            self._admitting.remove(request)
+                    self._drop_finished()
+                    if self._active:
+                        self._decode_step()
+                        self._drop_finished()
+            except BaseException as exc:  # a failed step fails every request in it, and the loop goes on
+                log.exception("generation step failed; failing the %d requests in the batch", len(self._active))
+                self._fail_all(exc)
+        for request in pending:
+            request.out.put(ServerBusyError("the model is shutting down: retry after the restart"))
+
+    def _choose(self, logits: Any, requests: Sequence[_Request]) -> Any:
+        """One token per row: greedy for temperature 0, else temperature + top-p sampling."""
+        torch = self.torch
+        chosen = logits.argmax(dim=-1)
+        for row, request in enumerate(requests):
+            if request.temperature <= 0:
+                continue
+            if request.generator is None:
+                request.generator = torch.Generator(device=self.device)
+                request.generator.manual_seed(request.seed if request.seed is not None else torch.seed())
+            probs = torch.softmax(logits[row].float() / request.temperature, dim=-1)
+            if request.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                keep = sorted_probs.cumsum(-1) - sorted_probs < request.top_p
+                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+            chosen[row] = torch.multinomial(probs, 1, generator=request.generator)[0]
+        return chosen
+
+    def _emit(self, requests: Sequence[_Request], tokens: Any) -> None:
+        """Hand each request its new token; an end-of-sequence token or the length limit finishes it."""
+        ended = self.torch.isin(tokens, self.eos).tolist()
+        for row, request in enumerate(requests):
+            if request.done:
+                continue
+            if ended[row]:
+                request.done = True
+                continue
+            request.generated += 1
+            request.out.put(int(tokens[row]))
+            if request.generated >= request.max_new_tokens:
+                request.done = True
+
+    def _prefill(self, request: _Request) -> None:
+        torch = self.torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor([request.prompt], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(ids.shape[1], device=self.device).unsqueeze(0),
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )
+        token = self._choose(out.logits[:, -1, :], [request])
+        self._emit([request], token)
+        if request.done:  # ended at its first token
+            request.out.put(_END)
+            return
+        mask = torch.ones_like(ids)
+        positions = torch.tensor([ids.shape[1]], device=self.device)
+        if not self._active:
+            self._cache, self._mask, self._positions, self._last = cache, mask, positions, token
+        else:
+            self._merge(cache, mask, positions, token)
+        with self._lock:
+            self._active.append(request)  # before it leaves _admitting: never counted out of both
+
+    def _merge(self, cache: Any, mask: Any, positions: Any, last: Any) -> None:
+        """Append one request's cache to the batch's, left-padding whichever is shorter."""
+        torch = self.torch
+        length, new_length = self._mask.shape[1], mask.shape[1]
+        target = max(length, new_length)
+
+        def pad(t: Any, by: int) -> Any:  # keys/values [B, H, T, D]: zeros on the left of T
+            if by == 0:
+                return t
+            return torch.cat([t.new_zeros(*t.shape[:2], by, t.shape[3]), t], dim=2)
+
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([pad(mine.keys, target - length), pad(theirs.keys, target - new_length)], dim=0)
+            mine.values = torch.cat([pad(mine.values, target - length), pad(theirs.values, target - new_length)], dim=0)
+        self._mask = torch.cat(
+            [
+                torch.cat([self._mask.new_zeros(self._mask.shape[0], target - length), self._mask], dim=1),
+                torch.cat([mask.new_zeros(1, target - new_length), mask], dim=1),
+            ],
+            dim=0,
+        )
+        self._positions = torch.cat([self._positions, positions])
+        self._last = torch.cat([self._last, last])
+
+    def _decode_step(self) -> None:
+        torch = self.torch
+        mask = torch.cat([self._mask, self._mask.new_ones(self._mask.shape[0], 1)], dim=1)
+        out = self.model(
+            input_ids=self._last.unsqueeze(1),
+            attention_mask=mask,
+            position_ids=self._positions.unsqueeze(1),
+            use_cache=True,
+            **{self._cache_arg: self._cache},
+        )
+        self._mask = mask
+        self._positions = self._positions + 1
+        tokens = self._choose(out.logits[:, -1, :], self._active)
+        self._last = tokens
+        self._emit(self._active, tokens)
+        self.steps += 1
+
+    def _drop_finished(self) -> None:
+        torch = self.torch
+        with self._lock:
+            keep = [i for i, r in enumerate(self._active) if not (r.done or r.cancel.is_set())]
+            if len(keep) == len(self._active):
+                return
+            gone = [r for i, r in enumerate(self._active) if i not in set(keep)]
+            self._active = [self._active[i] for i in keep]
+        now = time.monotonic()
+        for request in gone:
+            request.out.put(_END)
+            self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * (now - request.submitted)
+        if not keep:
+            self._cache = self._mask = self._positions = self._last = None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self._mask = self._mask[index]
+        self._positions = self._positions[index]
+        self._last = self._last[index]
+        lead = int(self._mask.any(dim=0).int().argmax())  # leading columns no remaining request needs
+        self._mask = self._mask[:, lead:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, lead:, :]
+            layer.values = layer.values[index, :, lead:, :]
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            failed, self._active = [*self._active, *self._admitting], []
+            self._admitting.clear()
+        for request in failed:
+            request.out.put(exc)
+        self._cache = self._mask = self._positions = self._last = None

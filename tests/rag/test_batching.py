@@ -1,0 +1,109 @@
+"""Dynamic batching on a small random Llama (the architecture of SmolLM2, Llama and Mistral): the same tokens as
+``model.generate`` for each request alone, requests joining mid-way, cancellation and the bounded queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rag.batching import BatchScheduler
+from rag.errors import ServerBusyError
+
+NO_EOS: list[int] = []  # random weights: let every request run to max_new_tokens
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    # float64: batched and single runs then agree to far below any gap between the top two logits.
+    return LlamaForCausalLM(config).to(torch.float64).eval()
+
+
+def alone(model, prompt: list[int], n: int) -> list[int]:
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+PROMPTS = [[5, 17, 42], [9, 8, 7, 6, 5, 4, 3, 2, 1], [100, 3, 77, 45, 200, 12, 13, 99, 250, 31, 64, 2]]
+
+
+def test_batched_greedy_tokens_equal_generate_for_each_request_alone(tiny_llama):
+    scheduler = BatchScheduler(tiny_llama, NO_EOS, max_batch=4, max_queue=4)
+    try:
+        expected = [alone(tiny_llama, p, 24) for p in PROMPTS]
+        streams = [scheduler.submit(PROMPTS[0], 24), scheduler.submit(PROMPTS[1], 12)]
+        first = [next(streams[0]) for _ in range(5)]  # the third joins while the others are mid-way
+        streams.append(scheduler.submit(PROMPTS[2], 24))
+        got = [first + list(streams[0]), list(streams[1]), list(streams[2])]
+        assert got == [expected[0], expected[1][:12], expected[2]]
+        assert scheduler.load_info() == {"active": 0, "queued": 0, "slots": 4}
+        # Several steps ran with more than one request in the batch: fewer steps than tokens.
+        assert scheduler.steps < 24 + 12 + 24
+    finally:
+        scheduler.stop()
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_llama):
+    scheduler = BatchScheduler(tiny_llama, NO_EOS, max_batch=4, max_queue=0)
+    try:
+        runs = [list(scheduler.submit(PROMPTS[0], 16, temperature=0.9, top_p=0.9, seed=7)) for _ in range(2)]
+        assert runs[0] == runs[1] and len(runs[0]) == 16
+        other = list(scheduler.submit(PROMPTS[0], 16, temperature=0.9, top_p=0.9, seed=8))
+        assert other != runs[0]
+    finally:
+        scheduler.stop()
+
+
+def test_end_of_sequence_stops_a_request(tiny_llama):
+    tokens = alone(tiny_llama, PROMPTS[1], 10)
+    stop_at = tokens[3]
+    scheduler = BatchScheduler(tiny_llama, [stop_at], max_batch=2, max_queue=0)
+    try:
+        assert list(scheduler.submit(PROMPTS[1], 10)) == tokens[: tokens.index(stop_at)]
+    finally:
+        scheduler.stop()
+
+
+def test_a_full_queue_refuses_at_once_and_a_cancelled_request_frees_its_place(tiny_llama):
+    scheduler = BatchScheduler(tiny_llama, NO_EOS, max_batch=1, max_queue=1)
+    try:
+        cancel = threading.Event()
+        running = scheduler.submit(PROMPTS[0], 400, cancel=cancel)
+        next(running)
+        waiting = scheduler.submit(PROMPTS[1], 3)
+        started = time.monotonic()
+        with pytest.raises(ServerBusyError) as refused:
+            scheduler.submit(PROMPTS[2], 3)
+        assert time.monotonic() - started < 0.5 and refused.value.retry_after >= 1
+        assert "llm.max_batch" in str(refused.value)
+        assert scheduler.load_info() == {"active": 1, "queued": 1, "slots": 1}
+        cancel.set()  # e.g. the client went away
+        deadline = time.monotonic() + 1.0
+        while scheduler.load_info()["active"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(list(waiting)) == 3  # the waiting request got the freed place
+        assert scheduler.load_info()["active"] == 0
+    finally:
+        scheduler.stop()
