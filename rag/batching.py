@@ -113,19 +113,28 @@ class BatchScheduler:
         cancels it. Raises ServerBusyError at once when the batch and the queue are full."""
         request = _Request(list(prompt), max_new_tokens, temperature, top_p, seed, cancel or threading.Event())
         with self._lock:
-            if self._stopping:
-                raise ServerBusyError("the model is shutting down: retry on another instance or after the restart")
-            if len(self._active) + len(self._admitting) + len(self._waiting) >= self.max_batch + self.max_queue:
-                ahead = len(self._waiting) + 1
-                wait = math.ceil(self._seconds_per_request * ahead / self.max_batch)
-                raise ServerBusyError(
-                    f"all {self.max_batch} generation slots are busy and {len(self._waiting)} requests are waiting "
-                    f"(llm.max_batch, llm.max_queue): retry in about {wait} s",
-                    retry_after=wait,
-                )
+            self._refuse_if_full()
             self._waiting.append(request)
             self._lock.notify()
         return self._tokens(request)
+
+    def check_capacity(self) -> None:
+        """ServerBusyError now if a request submitted now would be refused: lets a server refuse before it does
+        any other work for the request (retrieval)."""
+        with self._lock:
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        if self._stopping:
+            raise ServerBusyError("the model is shutting down: retry on another instance or after the restart")
+        if len(self._active) + len(self._admitting) + len(self._waiting) >= self.max_batch + self.max_queue:
+            ahead = len(self._waiting) + 1
+            wait = math.ceil(self._seconds_per_request * ahead / self.max_batch)
+            raise ServerBusyError(
+                f"all {self.max_batch} generation slots are busy and {len(self._waiting)} requests are waiting "
+                f"(llm.max_batch, llm.max_queue): retry in about {wait} s",
+                retry_after=wait,
+            )
 
     def _tokens(self, request: _Request) -> Iterator[int]:
         try:

@@ -182,6 +182,11 @@ class TransformersEngine:
             return {"active": 0, "queued": 0, "slots": self.settings.max_batch}
         return self._scheduler.load_info()
 
+    def check_capacity(self) -> None:
+        """ServerBusyError at once when the batch and its queue are full (before retrieval is done for nothing)."""
+        if self._scheduler is not None:
+            self._scheduler.check_capacity()
+
     def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.stop()

@@ -26,6 +26,13 @@ def ready_container(container: Container) -> Container:
     return container
 
 
+def has_capacity(container: Container) -> None:
+    """A fast 503 with Retry-After when the generation queue is full, before any retrieval is done."""
+    check = getattr(container.engine, "check_capacity", None)
+    if callable(check):
+        check()
+
+
 def check_prompt_size(container: Container, texts: Iterable[str]) -> None:
     """The caller's own text (question, history, messages) within server.max_prompt_tokens, in the model's tokens."""
     limit = container.settings.server.max_prompt_tokens

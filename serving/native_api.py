@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from rag.documents import DocumentPreview, preview
 from rag.schemas import Answer, RetrievedChunk, SearchFilters
 from serving.auth import PrincipalDep
-from serving.deps import ContainerDep, check_prompt_size, ready_container
+from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
 from serving.observability import finish_answer, metrics_text
 from serving.problems import problem
 
@@ -58,6 +58,7 @@ async def query(body: QueryRequest, request: Request, container: ContainerDep, p
     """Answer with citations, from the documents the caller's key may see."""
     ready_container(container)
     check_prompt_size(container, [body.question, *(t.content for t in body.history)])
+    has_capacity(container)
     service = container.answers
     params = service.params(body.max_tokens, body.temperature, None, body.seed)
     answer = await run_in_threadpool(

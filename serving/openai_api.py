@@ -18,7 +18,7 @@ from rag.answering import TextDelta
 from rag.errors import InvalidRequestError
 from rag.schemas import Answer
 from serving.auth import PrincipalDep
-from serving.deps import ContainerDep, check_prompt_size, ready_container
+from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
 from serving.observability import finish_answer
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -108,6 +108,7 @@ async def chat_completions(  # noqa: ANN201
 ):
     ready_container(container)
     check_prompt_size(container, (m.text() for m in body.messages))
+    has_capacity(container)
     service = container.answers
     params = service.params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
