@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf lock clean
+.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching load-test lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ bench-hybrid: setup
 # p50/p95 retrieval latency under access control at 10k and 100k chunks, beside Chroma's bare query.
 bench-retrieval: setup
 	$(BIN)/python -m eval.bench_retrieval
+
+# Aggregate generated tokens/s of the embedded LLM at concurrency 1, 4, 8 and 16 (dynamic batching).
+bench-batching: setup
+	$(BIN)/python -m eval.bench_batching
+
+# `rag serve` at 1x, 2x and 5x its capacity on loopback: statuses, latency, TTFT, peak RSS; exit 1 if 5x fails.
+load-test: setup
+	$(BIN)/python -m eval.load_test
 
 # Peak RSS ingesting a generated 1,000-page PDF, against 10 pages.
 bench-big-pdf: setup

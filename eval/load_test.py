@@ -8,7 +8,7 @@ after a 429 or 503. It prints, per level: requests by status, p50/p95 latency an
 successful ones, tokens/s, and the server's peak RSS (sampled every 0.2 s). It checks that at 5x only 200, 429
 and 503 came back and that the peak RSS stayed within 10% of the 1x run; exit status 1 if not.
 
-    python -m eval.load_test [--capacity 4] [--levels 1,2,5] [--seconds 40] [--max-requests 200]
+    python -m eval.load_test [--capacity 4] [--levels 1,2,5] [--seconds 40] [--max-requests 400]
 """
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ def free_port() -> int:
 def rag(data_dir: Path, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
     command = [sys.executable, "-m", "serving.cli", "--data-dir", str(data_dir), *args]
     return subprocess.run(command, check=True, capture_output=True, text=True, env=env, **kwargs)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout: float) -> bool:
+    """Until the server's /readyz says 200; False if it exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
 
 
 class RssSampler(threading.Thread):
@@ -141,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=4, help="llm.max_batch, and llm.max_queue")
     parser.add_argument("--levels", default="1,2,5", help="multiples of the capacity, comma separated")
     parser.add_argument("--seconds", type=float, default=40.0, help="time budget per level")
-    parser.add_argument("--max-requests", type=int, default=200, help="request budget per level")
+    parser.add_argument("--max-requests", type=int, default=400, help="request budget per level")
     parser.add_argument("--max-tokens", type=int, default=48, help="max_tokens per request")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary one")
     args = parser.parse_args(argv)
@@ -169,17 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print((Path(tmp) / "serve.log").read_text()[-3000:], file=sys.stderr)
-                    return 2
-                time.sleep(0.5)
+            if not wait_ready(url, server, 300):
+                print((Path(tmp) / "serve.log").read_text()[-3000:], file=sys.stderr)
+                return 2
             print(
                 f"load_test: capacity {args.capacity} (llm.max_batch, and as many queue places), levels {levels}x, "
                 f"{args.seconds:.0f} s or {args.max_requests} requests per level, max_tokens {args.max_tokens}; "

@@ -155,6 +155,10 @@ class BatchScheduler:
             with self._lock:
                 self._lock.notify()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._stopping = True

@@ -182,6 +182,10 @@ class TransformersEngine:
             return {"active": 0, "queued": 0, "slots": self.settings.max_batch}
         return self._scheduler.load_info()
 
+    def healthy(self) -> bool:
+        """The batch loop is running (it is started by load())."""
+        return self._scheduler is not None and self._scheduler.running
+
     def check_capacity(self) -> None:
         """ServerBusyError at once when the batch and its queue are full (before retrieval is done for nothing)."""
         if self._scheduler is not None:

@@ -129,15 +129,25 @@ async def healthz() -> dict:
 
 @router.get("/readyz", tags=["health"], response_model=None)
 async def readyz(container: ContainerDep) -> dict | JSONResponse:
-    """Ready once the embedder, the store and the LLM are loaded."""
+    """Ready once the embedder, the store and the LLM are loaded, while the store answers and the generation
+    loop runs; 503 with the reason otherwise (a load balancer then sends traffic elsewhere)."""
     if container.load_error is not None:
         return problem(503, "model_load_failed", "Not ready", f"model loading failed: {container.load_error}")
     if not container.ready:
         return problem(503, "model_not_ready", "Not ready", "models are still loading", headers={"Retry-After": "5"})
+    try:
+        chunks = await run_in_threadpool(container.store.count)
+    except Exception as exc:  # noqa: BLE001 - any store failure means not ready, with its reason
+        return problem(503, "store_unavailable", "Not ready", f"the vector store does not answer: {exc}")
+    healthy = getattr(container.engine, "healthy", None)
+    if callable(healthy) and not healthy():
+        return problem(503, "engine_stopped", "Not ready", "the generation loop is not running: restart the server")
+    load = getattr(container.engine, "load_info", None)
     return {
         "status": "ready",
         "model": container.engine.model_id,
         "model_sha256": container.engine.model_sha256,
         "embedder": container.embedder.model_id,
-        "chunks": container.store.count(),
+        "chunks": chunks,
+        "generation": load() if callable(load) else None,
     }
