@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching load-test lock clean
+.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching load-test bench-gpu lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench-batching: setup
 # `rag serve` at 1x, 2x and 5x its capacity on loopback: statuses, latency, TTFT, peak RSS; exit 1 if 5x fails.
 load-test: setup
 	$(BIN)/python -m eval.load_test
+
+# Mistral-7B-shaped model (random weights) on one CUDA GPU: bf16, nf4, int8; skips without a GPU.
+bench-gpu: setup
+	$(BIN)/python -m eval.bench_gpu
 
 # Peak RSS ingesting a generated 1,000-page PDF, against 10 pages.
 bench-big-pdf: setup

@@ -46,6 +46,7 @@ class AnswerService:
         temperature: float | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        stop: str | list[str] | None = None,
     ) -> GenerationParams:
         llm = self.settings.llm
         if max_tokens is not None and max_tokens > llm.max_new_tokens:
@@ -59,6 +60,7 @@ class AnswerService:
             temperature=llm.temperature if temperature is None else temperature,
             top_p=llm.top_p if top_p is None else top_p,
             seed=seed,
+            stop=[stop] if isinstance(stop, str) else list(stop or []),
         )
 
     def answer(self, question: str, **kwargs) -> Answer:  # noqa: ANN003

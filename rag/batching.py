@@ -92,6 +92,15 @@ class BatchScheduler:
         self._thread = threading.Thread(target=self._run, name="llm-batch", daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """Batching merges and trims plain key/value caches; models whose cache layers are of another kind
+        (sliding-window attention, e.g. Mistral-7B-v0.1) are served one request at a time instead."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
     # -- callers ---------------------------------------------------------------------------------------------------
 
     def load_info(self) -> dict[str, int]:

@@ -41,11 +41,17 @@ def build_engine(settings: Settings) -> GenerationEngine:
     match settings.llm.mode:
         case "transformers":
             return TransformersEngine(settings.llm, cache_dir=settings.data_dir / "models")
+        case "openai":
+            from rag.upstream import OpenAIUpstreamEngine
+
+            return OpenAIUpstreamEngine(settings.llm)
     raise AssertionError(f"unknown llm.mode {settings.llm.mode}")  # pragma: no cover - Literal guards it
 
 
 def build_store(settings: Settings) -> ChromaStore:
-    return ChromaStore(settings.data_dir / "chroma", settings.collection)
+    chroma = settings.chroma
+    server = (chroma.host, chroma.port) if chroma.mode == "server" else None
+    return ChromaStore(settings.data_dir / "chroma", settings.collection, server=server)
 
 
 @dataclass

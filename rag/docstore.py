@@ -165,7 +165,11 @@ class DocStore:
         self._readers: queue.SimpleQueue[tuple[int, sqlite3.Connection]] = queue.SimpleQueue()
         self._epoch = 0  # bumped by close(): connections of an earlier epoch are closed when handed back
         # Bumped by every write that can change who sees what; caches of access decisions key on it.
-        self.access_generation = 0
+        self._access_counter = 0
+        # Set when other processes write to this registry too (Chroma server mode): then any commit anywhere
+        # counts as a possible change of access.
+        self.shared = False
+        self._watch: sqlite3.Connection | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -194,6 +198,9 @@ class DocStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
 
     @contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
@@ -253,6 +260,36 @@ class DocStore:
 
     # -- meta -------------------------------------------------------------------------------------------------
 
+    @property
+    def access_generation(self) -> tuple[int, int]:
+        """Changes whenever who may see what could have changed: this process's ACL writes, and, when the
+        registry is shared, any commit by any process (SQLite's data_version)."""
+        if not self.shared:
+            return self._access_counter, 0
+        with self._lock:
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        return self._access_counter, version
+
+    def vectors_version(self) -> int:
+        """How many vector writes all processes have made to this store (server mode keeps indexes in step)."""
+        with self._reader() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def bump_vectors_version(self) -> tuple[int, int]:
+        """(before, after) of one atomic increment."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
+            before = int(row[0]) if row else 0
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('vectors_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(before + 1),),
+            )
+        return before, before + 1
+
     def get_meta(self, key: str) -> str | None:
         with self._lock:
             row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -300,7 +337,7 @@ class DocStore:
                 f"DELETE FROM doc_acl WHERE doc_id = ? AND token NOT IN ({','.join('?' * len(acl))})",
                 (doc_id, *acl),
             )
-        self.access_generation += 1  # after the commit: a search that read the old grants cannot cache them as new
+        self._access_counter += 1  # after the commit: a search that read the old grants cannot cache them as new
 
     def commit(
         self,
@@ -345,7 +382,7 @@ class DocStore:
                     stamp,
                 ),
             )
-        self.access_generation += 1
+        self._access_counter += 1
 
     def record_failure(self, doc_id: str, path: str, error: str) -> None:
         """A file that failed: a new one is listed as failed; an indexed one keeps its last good version."""
@@ -363,7 +400,7 @@ class DocStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM doc_acl WHERE doc_id = ?", (doc_id,))
             conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-        self.access_generation += 1
+        self._access_counter += 1
 
     def acl(self, doc_ids: Iterable[str]) -> dict[str, set[str]]:
         """Document id -> ACL tokens, for the given documents (a document without any grants nothing)."""

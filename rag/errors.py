@@ -156,3 +156,9 @@ class PromptTooLongError(InvalidRequestError):
 class MaxTokensTooLargeError(InvalidRequestError):
     code = "max_tokens_too_large"
     title = "max_tokens above the limit"
+
+
+class UpstreamUnavailableError(RetryLaterError):
+    code = "upstream_unavailable"
+    status = 503
+    title = "Generation engine unavailable"

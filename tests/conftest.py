@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 import rag  # noqa: F401  - offline switches first
@@ -14,6 +19,7 @@ from rag.container import Container
 from rag.settings import Settings, load_settings
 from rag.store import ChromaStore
 from tests.fakes import EchoEngine, HashEmbedder, api_key_settings
+from tests.serving.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
@@ -122,3 +128,30 @@ def seed_model_cache(real_container: Container, data_dir: Path) -> None:
     source = real_container.settings.data_dir / "models"
     if source.is_dir():
         shutil.copytree(source, data_dir / "models", dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real Chroma server on loopback (`chroma run`, from the chromadb package), telemetry off."""
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    assert chroma, "the chroma command ships with the chromadb package"
+    port = free_port()
+    folder = tmp_path_factory.mktemp("chroma-server")
+    process = subprocess.Popen(
+        [chroma, "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "chroma run did not start"
+        time.sleep(0.2)
+    yield ("127.0.0.1", port)
+    process.terminate()
+    process.wait(30)

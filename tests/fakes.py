@@ -99,3 +99,18 @@ def api_key_settings() -> list[dict]:
 
 def auth(name: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TEST_KEYS[name][0]}"}
+
+
+def tiny_llama_config(vocab_size: int, **overrides):  # noqa: ANN003, ANN201
+    """A Llama-architecture config small enough for CPU tests: the code path of Llama/Mistral 7-8B."""
+    from transformers import LlamaConfig
+
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+    }
+    return LlamaConfig(vocab_size=vocab_size, **{**shape, **overrides})

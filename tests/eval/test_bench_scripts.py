@@ -135,3 +135,15 @@ def test_quality_table_compares_the_last_variant_with_the_first():
     row = lines[3].split()
     assert row[:6] == ["sample", "4", "0.750", "0.625", "1.000", f"{(1 + 1 + 1 / 3 + 0.5) / 4:.3f}"]
     assert row[6:] == ["+25.0", f"{(1 + 1 + 1 / 3 + 0.5) / 4 - 0.625:+.3f}", "1/0", "2/1"]
+
+
+def test_gpu_benchmark_skips_cleanly_without_a_gpu(tmp_path: Path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: run `make bench-gpu` instead")
+    from eval.bench_gpu import main
+
+    assert main(["--out", str(tmp_path)]) == 0
+    assert "skipped: no CUDA GPU is visible" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written

@@ -8,10 +8,11 @@ import time
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from rag.batching import BatchScheduler
 from rag.errors import ServerBusyError
+from tests.fakes import tiny_llama_config
 
 NO_EOS: list[int] = []  # random weights: let every request run to max_new_tokens
 
@@ -19,15 +20,7 @@ NO_EOS: list[int] = []  # random weights: let every request run to max_new_token
 @pytest.fixture(scope="module")
 def tiny_llama():
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
+    config = tiny_llama_config(256)
     # float64: batched and single runs then agree to far below any gap between the top two logits.
     return LlamaForCausalLM(config).to(torch.float64).eval()
 
@@ -107,3 +100,12 @@ def test_a_full_queue_refuses_at_once_and_a_cancelled_request_frees_its_place(ti
         assert scheduler.load_info()["active"] == 0
     finally:
         scheduler.stop()
+
+
+def test_models_with_sliding_window_caches_are_not_batched(tiny_llama):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    assert BatchScheduler.supports(tiny_llama)
+    assert BatchScheduler.supports(MistralForCausalLM(MistralConfig(**small, sliding_window=None)))
+    assert not BatchScheduler.supports(MistralForCausalLM(MistralConfig(**small, sliding_window=4096)))
