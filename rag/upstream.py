@@ -37,7 +37,8 @@ class OpenAIUpstreamEngine:
             raise ConfigError("llm.mode is openai but llm.upstream is not set: give its url and model")
         self.settings = settings
         self.endpoints: list[UpstreamSettings] = [settings.upstream, *settings.fallbacks]
-        self.model_id = settings.model_id or settings.upstream.model
+        # This project's own server serves the bare model as "<id>:no-rag"; the name we report is the model's.
+        self.model_id = settings.model_id or settings.upstream.model.removesuffix(":no-rag")
         self.model_sha256: str | None = None
         self._clients: list = []
         self._lock = threading.Lock()

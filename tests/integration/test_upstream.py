@@ -91,6 +91,7 @@ def test_answers_stream_through_the_upstream_with_our_citations(real_container, 
     model = real_container.engine.model_id + ":no-rag"
     container = front(real_container, tmp_path, [engine_entry(upstream_url, model)])
     assert container.engine.model_sha256 == real_container.engine.model_sha256  # the record crosses over
+    assert container.engine.model_id == real_container.engine.model_id
     with running(create_app(container=container)) as url:
         chunks = list(ask(url, stream=True))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
