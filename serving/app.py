@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from rag.container import Container
 from rag.settings import Settings
-from serving import native_api, openai_api
+from serving import native_api, openai_api, web_ui
 from serving.auth import KeyRing, RateLimiter
 from serving.middleware import BodyLimitMiddleware
 from serving.observability import AuditLog, ObservabilityMiddleware
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
+    web_ui.install(app)
     if jobs is not None:
         # Admin keys only (403 for employees); absent (404) unless server.admin_api is true.
         from serving import admin_api

@@ -7,11 +7,11 @@ from functools import partial
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from rag.documents import DocumentPreview, preview
+from rag.documents import DocumentPreview, original_file, preview
 from rag.schemas import Answer, RetrievedChunk, SearchFilters
 from serving.auth import PrincipalDep
 from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
@@ -112,6 +112,20 @@ async def document(doc_id: str, request: Request, container: ContainerDep, princ
             principal=principal, route="/v1/documents/{doc_id}", retrieved=[doc_id], outcome="document shown"
         )
     return shown
+
+
+@router.get("/v1/documents/{doc_id}/file", tags=["native"], response_class=FileResponse)
+async def document_file(
+    doc_id: str, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> FileResponse:
+    """The original file, under the same access check as retrieval (404 alike when the caller may not see it)."""
+    ready_container(container)
+    path = await run_in_threadpool(original_file, container.store, doc_id, principal.identity)
+    if request.app.state.audit is not None:
+        request.app.state.audit.record(
+            principal=principal, route="/v1/documents/{doc_id}/file", retrieved=[doc_id], outcome="file sent"
+        )
+    return FileResponse(path, filename=path.name, headers={"X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)

@@ -14,6 +14,7 @@ from ingest.pipeline import IngestService
 from rag.acl import AclMap, Identity, document_tokens, legacy_tokens, normalize_tokens, tokens_from
 from rag.errors import ConfigError, InvalidRequestError
 from rag.schemas import SearchFilters
+from tests.fakes import auth
 
 ALICE = Identity.of("alice", ["hr"])  # HR
 BOB = Identity.of("bob", ["finance"])  # finance: disjoint from alice
@@ -235,7 +236,13 @@ def test_document_preview_is_guarded_like_retrieval(corpus):
         public = httpx.get(f"{url}/v1/documents/{ids['handbook.md']}")
         assert public.status_code == 200 and "canteen" in public.json()["text"]
         restricted = httpx.get(f"{url}/v1/documents/{ids['hr.md']}")
-        assert restricted.status_code == 404 and "80,000" not in restricted.text  # HTTP callers are anonymous
+        assert restricted.status_code == 404 and "80,000" not in restricted.text  # no key: anonymous
+        # The original file goes through the same check.
+        original = httpx.get(f"{url}/v1/documents/{ids['handbook.md']}/file")
+        assert original.status_code == 200 and b"canteen" in original.content
+        hidden_file = httpx.get(f"{url}/v1/documents/{ids['hr.md']}/file")
+        assert hidden_file.status_code == 404 and b"80,000" not in hidden_file.content
+        assert httpx.get(f"{url}/v1/documents/{ids['hr.md']}/file", headers=auth("bob")).status_code == 404
 
 
 def test_tags_from_ingest_filter_both_legs_and_never_widen_access(corpus):

@@ -1,0 +1,203 @@
+// The chat page. Everything the model or a document says is put on the page as text (textContent), never as
+// HTML: no markup, link or image from an answer is ever rendered or loaded.
+"use strict";
+
+const KEY = "rag-api-key";
+const HISTORY = "rag-chat";
+const $ = (id) => document.getElementById(id);
+
+function key() { return sessionStorage.getItem(KEY); }
+function history() { return JSON.parse(sessionStorage.getItem(HISTORY) || "[]"); }
+function saveHistory(turns) { sessionStorage.setItem(HISTORY, JSON.stringify(turns)); }
+function headers() { return { "Authorization": "Bearer " + key(), "Content-Type": "application/json" }; }
+
+function show(signedIn) {
+  $("sign-in").hidden = signedIn;
+  $("chat").hidden = !signedIn;
+  $("sign-out").hidden = !signedIn;
+  if (signedIn) { renderHistory(); $("question").focus(); } else { $("api-key").focus(); }
+}
+
+function problemText(body, status) {
+  return (body && (body.detail || (body.error && body.error.message))) || ("request failed with status " + status);
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const candidate = $("api-key").value.trim();
+  const error = $("sign-in-error");
+  error.hidden = true;
+  const response = await fetch("/v1/models", { headers: { "Authorization": "Bearer " + candidate } });
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    error.textContent = "Sign-in refused: " + problemText(body, response.status);
+    error.hidden = false;
+    return;
+  }
+  sessionStorage.setItem(KEY, candidate);
+  $("api-key").value = "";
+  show(true);
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(HISTORY);
+  $("turns").replaceChildren();
+  $("passage").hidden = true;
+  show(false);
+}
+
+function turnElement(role, text) {
+  const item = document.createElement("li");
+  item.className = role;
+  const who = document.createElement("span");
+  who.className = "visually-hidden";
+  who.textContent = role === "user" ? "You asked: " : "Answer: ";
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  item.append(who, body);
+  $("turns").append(item);
+  return item;
+}
+
+function addCitations(item, citations) {
+  if (!citations || !citations.length) return;
+  const list = document.createElement("ul");
+  list.className = "chips";
+  list.setAttribute("aria-label", "Sources");
+  for (const citation of citations) {
+    const entry = document.createElement("li");
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "citation";
+    chip.textContent = "[" + citation.index + "] " + citation.title;
+    chip.addEventListener("click", () => openPassage(citation));
+    entry.append(chip);
+    list.append(entry);
+  }
+  item.append(list);
+}
+
+function renderHistory() {
+  $("turns").replaceChildren();
+  for (const turn of history()) {
+    const item = turnElement(turn.role, turn.content);
+    if (turn.found === false) item.classList.add("not-found");
+    addCitations(item, turn.citations);
+  }
+}
+
+let current = null;
+
+function openPassage(citation) {
+  current = citation;
+  $("passage-title").textContent = citation.title;
+  const where = citation.page ? "page " + citation.page : citation.heading;
+  $("passage-where").textContent = [where, citation.source].filter(Boolean).join(" · ");
+  $("passage-text").textContent = citation.snippet;
+  $("passage").hidden = false;
+  $("passage").focus();
+}
+
+async function openOriginal() {
+  if (!current) return;
+  const response = await fetch("/v1/documents/" + encodeURIComponent(current.document_id) + "/file", { headers: headers() });
+  if (!response.ok) {
+    $("passage-where").textContent = "The original file is not available (" + response.status + ").";
+    return;
+  }
+  const blob = await response.blob();
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = current.source.split("/").pop() || "document";
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+async function ask(event) {
+  event.preventDefault();
+  const question = $("question").value.trim();
+  if (!question) return;
+  $("question").value = "";
+  $("chat-error").hidden = true;
+  const turns = history();
+  turns.push({ role: "user", content: question });
+  turnElement("user", question);
+  const item = turnElement("assistant", "");
+  const text = item.querySelector(".text");
+  item.setAttribute("aria-busy", "true");
+  $("ask").disabled = true;
+  let answer = "";
+  let final = null;
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({
+        model: "local", stream: true,
+        messages: turns.map((t) => ({ role: t.role, content: t.content })),
+      }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      if (response.status === 401) { signOut(); }
+      throw new Error(problemText(body, response.status));
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = event.replace(/^data: /, "");
+        if (!data || data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) { answer += delta.content; text.textContent = answer; }
+        if (chunk.choices && chunk.choices[0] && chunk.choices[0].finish_reason) final = chunk;
+      }
+    }
+  } catch (error) {
+    item.remove();
+    turns.pop();
+    $("chat-error").textContent = "The question could not be answered: " + error.message;
+    $("chat-error").hidden = false;
+    $("ask").disabled = false;
+    return;
+  }
+  item.removeAttribute("aria-busy");
+  $("ask").disabled = false;
+  const found = final ? final.found !== false : true;
+  if (!found) item.classList.add("not-found");
+  const citations = final ? final.citations || [] : [];
+  addCitations(item, citations);
+  turns.push({ role: "assistant", content: answer, found, citations });
+  saveHistory(turns);
+  $("question").focus();
+}
+
+function newChat() {
+  sessionStorage.removeItem(HISTORY);
+  $("turns").replaceChildren();
+  $("passage").hidden = true;
+  $("question").focus();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("ask-form").addEventListener("submit", ask);
+  $("sign-out").addEventListener("click", signOut);
+  $("new-chat").addEventListener("click", newChat);
+  $("passage-close").addEventListener("click", () => { $("passage").hidden = true; $("question").focus(); });
+  $("passage-open").addEventListener("click", openOriginal);
+  $("question").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("ask-form").requestSubmit(); }
+  });
+  show(Boolean(key()));
+});
