@@ -64,7 +64,6 @@ class BatchScheduler:
         *,
         max_batch: int = 8,
         max_queue: int = 16,
-        pad_token_id: int = 0,
     ) -> None:
         import torch
 
@@ -76,7 +75,6 @@ class BatchScheduler:
         self.eos = torch.tensor(sorted(set(eos_token_ids)) or [-1], device=self.device)
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.pad_token_id = pad_token_id
         self._lock = threading.Condition()
         self._waiting: deque[_Request] = deque()
         self._active: list[_Request] = []

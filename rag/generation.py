@@ -134,7 +134,6 @@ class TransformersEngine:
             sorted(eos_ids),
             max_batch=max_batch,
             max_queue=self.settings.max_queue,
-            pad_token_id=tokenizer.pad_token_id,
         )
         # Stop the batch thread before the interpreter tears down: a thread still inside torch at exit can
         # abort the process ("terminate called without an active exception"), as a CLI run showed once.
