@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast eval bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching load-test bench-gpu lock clean
+.PHONY: setup serve test test-fast eval eval-manuals bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching load-test bench-gpu lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-fast: setup
 eval: setup
 	$(BIN)/rag ingest --if-empty ingest/sample_corpus
 	$(BIN)/rag eval
+
+# rag eval on the real-manual sets (apache2-doc, git-doc; installed with apt when missing), then the share of
+# questions whose evidence holds the reference for each way of choosing it (eval.evidence_coverage).
+eval-manuals: setup
+	bash eval/real_manuals.sh
 
 bench: setup
 	$(BIN)/python -m eval.bench_pipeline

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import PurePath
@@ -92,9 +93,10 @@ def ndcg_at_k(labels: Sequence[str | None], gold: Sequence[str], k: int = 10) ->
 
 
 def normalize(text: str) -> str:
-    """SQuAD-style: lower case, no punctuation, no articles, single spaces."""
+    """SQuAD-style: lower case, no punctuation (Unicode's too), no articles, single spaces."""
     text = text.lower()
-    text = "".join(ch for ch in text if ch not in string.punctuation)
+    # ASCII and Unicode punctuation alike (curly quotes, dashes, ellipses)
+    text = "".join(ch for ch in text if ch not in string.punctuation and not unicodedata.category(ch).startswith("P"))
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 

@@ -25,6 +25,7 @@ from eval import metrics as m
 from eval.dataset import EvalItem
 from eval.judge import Judge
 from eval.schema import CitedItem, CostReport, EvalReport, Provenance, QuestionResult, RetrievedItem
+from rag import verify
 from rag.container import Container
 from rag.schemas import Answer, RetrievedChunk
 
@@ -122,6 +123,9 @@ def evaluate_one(container: Container, item: EvalItem, judge: Judge | None = Non
         generation_ms=answer.timings.generation_ms if answer.usage.completion_tokens else None,
         prompt_tokens=answer.usage.prompt_tokens,
         completion_tokens=answer.usage.completion_tokens,
+        support=answer.support,
+        failed_claims=answer.failed_claims,
+        declined=answer.declined,
     )
     if judge is not None and answer.found:
         result.judge = judge.grade(item.question, reference, answer.answer, cited_texts(answer))
@@ -133,8 +137,16 @@ def _label(chunk: RetrievedChunk, gold: Sequence[str]) -> str | None:
 
 
 def cited_texts(answer: Answer) -> list[str]:
+    """The text of each cited passage: as the citation carries it, else the retrieved chunk's."""
     by_id = {c.id: c.text for c in answer.chunks}
-    return [by_id[c.chunk_id] for c in answer.citations if c.chunk_id in by_id]
+    return [c.text or by_id[c.chunk_id] for c in answer.citations if c.text or c.chunk_id in by_id]
+
+
+def holds_reference(item: EvalItem, text: str) -> float:
+    """1 when ``text`` holds the item's reference answer (its regex, or the normalised text), nan without one."""
+    if item.reference_regex is not None:
+        return m.regex_match(text, item.reference_regex)
+    return m.reference_contained(text, item.reference_text)
 
 
 def score(item: EvalItem, answer: Answer, ranked: Sequence[RetrievedChunk]) -> dict[str, float]:
@@ -156,6 +168,9 @@ def score(item: EvalItem, answer: Answer, ranked: Sequence[RetrievedChunk]) -> d
             [m.gold_label(c.source, c.document_id, gold) for c in answer.citations], gold
         ),
         "citation_validity": m.citation_validity(text, {c.index for c in answer.citations}) if answered else m.NAN,
+        # Checked here, apart from the answer service's own check: any value of the answer its cited passages lack.
+        "unsupported_values": (1.0 if verify.check(text, cited_texts(answer)).failed else 0.0) if answered else m.NAN,
+        "context_holds_reference": holds_reference(item, "\n".join(answer.context)) if item.answerable else m.NAN,
     }
     if item.answerable:
         said = text if answered else ""  # a refusal states no fact, whatever words it shares with the reference
@@ -181,7 +196,13 @@ def summarize(results: Sequence[QuestionResult]) -> dict[str, float]:
     summary: dict[str, float] = {}
     for key in ("hit@1", "hit@5", "hit@10", "mrr", "ndcg@10", "correctness", "exact_match", "token_f1"):
         summary[key] = m.mean(_score(r, key) for r in done)
-    for key in ("groundedness", "citation_precision", "citation_validity"):
+    for key in (
+        "groundedness",
+        "citation_precision",
+        "citation_validity",
+        "unsupported_values",
+        "context_holds_reference",
+    ):
         summary[key] = m.mean(_score(r, key) for r in done)
     abstention = m.abstention([r.refused for r in done], [r.answerable for r in done]) if done else {}
     summary["abstention_accuracy"] = abstention.get("accuracy", m.NAN)

@@ -35,6 +35,8 @@ METRICS: list[Metric] = [
     Metric(key="groundedness", label="groundedness", group="answer", better="higher"),
     Metric(key="citation_precision", label="citation precision", group="answer", better="higher"),
     Metric(key="citation_validity", label="citation validity", group="answer", better="higher"),
+    Metric(key="unsupported_values", label="answers with a value not in their sources", group="answer", better="lower"),
+    Metric(key="context_holds_reference", label="model input holds the reference", group="answer", better="higher"),
     Metric(key="abstention_accuracy", label="abstention accuracy", group="abstention", better="higher"),
     Metric(key="correct_refusal_rate", label="correct refusals", group="abstention", better="higher"),
     Metric(key="false_refusal_rate", label="false refusals", group="abstention", better="lower"),
@@ -94,6 +96,9 @@ class QuestionResult(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     judge: dict[str, Any] | None = None
+    support: str | None = Field(None, description="verified, partial or unverified; null for a refusal.")
+    failed_claims: list[str] = Field(default_factory=list)
+    declined: str | None = None
     error: str | None = None
 
     @field_validator("scores")

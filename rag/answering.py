@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from rag import verify
 from rag.acl import Identity
 from rag.citations import MarkerFilter, attribute_by_overlap, cited_indices
 from rag.embedding import Embedder
 from rag.errors import InvalidRequestError, MaxTokensTooLargeError
+from rag.evidence import split_units
 from rag.generation import GenerationEngine, GenerationParams
 from rag.packing import pack
 from rag.prompting import ContextSource, PromptContext, build_messages, select_context
@@ -89,47 +92,153 @@ class AnswerService:
         chunks = self.retriever.retrieve(question, top_k, identity=identity, filters=filters)
         relevant = [c for c in chunks if c.score >= self.settings.retrieval.min_score]
         if self.settings.prompt.pack_context:
-            relevant = pack(relevant, self.settings.prompt.duplicate_threshold)
+            # Windows keep each chunk's own heading, so neighbours are not merged for them (a SEV2 list read
+            # under a SEV1 heading would answer the wrong question); near-duplicates are dropped either way.
+            merge = self.settings.prompt.context != "windows"
+            relevant = pack(relevant, self.settings.prompt.duplicate_threshold, merge=merge)
         context = select_context(question, relevant, self.embedder, self.settings.prompt) if relevant else None
         retrieved = time.perf_counter()
         timings = Timings(retrieval_ms=_ms(retrieved - started))
         params = params or self.params()
         if context is None or not context.sources:
-            refusal = self.settings.prompt.refusal
-            yield TextDelta(refusal)
-            timings.total_ms = _ms(time.perf_counter() - started)
-            yield self._final(asked, refusal, False, [], chunks, timings, Usage(), question)
+            yield from self._decline(asked, chunks, timings, started, question)
             return
 
         context = self._fit_window(question, context, params.max_new_tokens)
+        reason = self._unanswerable(question, context, identity, filters)
+        if reason is not None:
+            yield from self._decline(asked, chunks, timings, started, question, context, reason)
+            return
+        if self.settings.prompt.answer == "quote":
+            yield from self._quoted(asked, question, context, chunks, timings, started)
+            return
         generation = self.engine.stream(build_messages(question, context), params, cancel)
-        # Only numbers that were shown to the model are valid markers; in sentences mode there are none.
+        # Only numbers that were shown to the model are valid markers; in sentences and windows mode there are none.
         markers = MarkerFilter({s.index for s in context.sources} if context.numbered else set())
-        parts: list[str] = []
-        for piece in generation:
-            text = markers.feed(piece)
-            if text:
-                parts.append(text)
-                yield TextDelta(text)
-        tail = markers.flush()
-        answer = ("".join(parts) + tail).strip()
-        found = bool(answer) and self.settings.prompt.refusal.lower().rstrip(".") not in answer.lower()
-        suffix, attributed = "", "model"
-        if found and not cited_indices(answer):
-            suffix, attributed = attribute_by_overlap(answer, context.sources), "overlap"
-            if not suffix:
-                # The answer shares no words with any source: cite the passage the model was given first.
-                best = max(context.sources, key=lambda s: s.score)
-                suffix, attributed = f" [{best.index}]", "context"
-        if tail or suffix:
-            yield TextDelta(tail + suffix)
-        citations = self._citations(answer + suffix, context.sources, attributed) if found else []
+        # The draft is held back until it is checked: an unsupported value is never sent, not even streamed.
+        draft = ("".join(markers.feed(piece) for piece in generation) + markers.flush()).strip()
+        outcome = self._settle(question, draft, context)
+        if outcome.text:
+            yield TextDelta(outcome.text)
         timings.generation_ms = _ms((generation.finished_at or time.perf_counter()) - retrieved)
         if generation.first_token_at is not None:
             timings.time_to_first_token_ms = _ms(generation.first_token_at - started)
         timings.total_ms = _ms(time.perf_counter() - started)
         usage = Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens)
-        yield self._final(asked, answer + suffix, found, citations, chunks, timings, usage, question)
+        final = self._final(asked, outcome.text, outcome.found, outcome.citations, chunks, timings, usage, question)
+        final.support, final.failed_claims, final.repair = outcome.support, outcome.failed, outcome.repair
+        final.declined = outcome.declined
+        final.context = [s.text for s in context.sources]
+        yield final
+
+    def _quoted(self, asked, question, context, chunks, timings, started):  # noqa: ANN001, ANN202
+        """prompt.answer: quote. The best window of the evidence, word for word, is the answer; no generation."""
+        quoted = self._quote(context)
+        if quoted is None:
+            yield from self._decline(asked, chunks, timings, started, question, context)
+            return
+        text, citation = quoted
+        check = verify.check(text, [citation.text], question)
+        yield TextDelta(text)
+        timings.total_ms = _ms(time.perf_counter() - started)
+        final = self._final(asked, text, True, [citation], chunks, timings, Usage(), question)
+        final.support, final.failed_claims = check.support, [c.text for c in check.failed]
+        final.context = [s.text for s in context.sources]
+        yield final
+
+    def _decline(self, asked, chunks, timings, started, question, context=None, reason=None):  # noqa: ANN001, ANN202
+        refusal = self.settings.prompt.refusal
+        yield TextDelta(refusal)
+        timings.total_ms = _ms(time.perf_counter() - started)
+        final = self._final(asked, refusal, False, [], chunks, timings, Usage(), question)
+        final.context = [s.text for s in context.sources] if context is not None else []
+        final.declined = reason or "no passage of the caller's documents is relevant (retrieval.min_score)"
+        yield final
+
+    def _unanswerable(
+        self, question: str, context: PromptContext, identity: Identity | None, filters: SearchFilters | None
+    ) -> str | None:
+        """Before answering: why the evidence cannot answer, or None. The best window must score at least
+        ``prompt.min_evidence_score``; every identifier, name, version or quoted text the question asks about must
+        be in the passages or, failing that, somewhere in the caller's documents (a question about a directive the
+        manual does not have gets no answer)."""
+        prompt = self.settings.prompt
+        if prompt.require_question_terms:
+            texts = "\n".join(f"{s.chunk.title}\n{s.chunk.heading}\n{s.chunk.text}" for s in context.sources)
+            for claim in verify.claims(question):
+                if claim.kind == "number" and not re.search(r"\d[.:]\d", claim.text):
+                    continue  # "a 9-hour flight", "after five years": context, not a thing to look up
+                if claim.kind == "name" and claim.text.lower() in verify.CALENDAR:
+                    continue
+                if self._mentioned(claim, texts, identity, filters):
+                    continue
+                return f"the documents never mention {claim.text!r}"
+        if context.evidence is not None:
+            best = context.evidence.best
+            if best is None or best.score < prompt.min_evidence_score:
+                return "no passage answers the question closely enough (prompt.min_evidence_score)"
+        return None
+
+    def _mentioned(
+        self, claim: verify.Claim, passages: str, identity: Identity | None, filters: SearchFilters | None
+    ) -> bool:
+        """Is the claim in the passages, or in a document the caller may see? Short option flags ("-S") are not
+        checked: the keyword index cannot tell "-S" from an "s", so they never decline a question."""
+        if re.fullmatch(r"--?\w{1,2}", claim.text) or verify.holds(claim, passages):
+            return True
+        texts = self.retriever.texts_mentioning(claim.text, identity=identity, filters=filters)
+        return any(verify.holds(claim, t) for t in texts)
+
+    def _settle(self, question: str, draft: str, context: PromptContext) -> Outcome:
+        """Check the model's draft against the passages it cites; show it, quote the evidence instead, or decline."""
+        prompt = self.settings.prompt
+        refused = not draft or prompt.refusal.lower().rstrip(".") in draft.lower() or verify.is_markup_only(draft)
+        if refused and draft and not verify.is_markup_only(draft):
+            return Outcome(prompt.refusal, False, [], None, [], "none", "the model found no answer in the passages")
+        suffix, attributed = "", "model"
+        if not refused and not cited_indices(draft):
+            suffix, attributed = attribute_by_overlap(draft, context.sources), "overlap"
+            if not suffix:
+                best = max(context.sources, key=lambda s: s.score)
+                suffix, attributed = f" [{best.index}]", "context"
+        by_index = {s.index: s for s in context.sources}
+        cited = [by_index[n] for n in cited_indices(draft + suffix) if n in by_index]
+        check = verify.check(draft, [s.chunk.text for s in cited], question) if not refused else None
+        if check is not None and check.support == "verified":
+            citations = self._citations(draft + suffix, context.sources, attributed, check)
+            return Outcome(draft + suffix, True, citations, "verified", [], "none")
+        support = check.support if check is not None else "unverified"
+        failed = [c.text for c in check.failed] if check is not None else []
+        if prompt.unsupported == "quote":
+            quoted = self._quote(context)
+            if quoted is not None:
+                text, citation = quoted
+                return Outcome(text, True, [citation], support, failed, "quoted")
+        return Outcome(prompt.refusal, False, [], support, failed, "refused", "the model's answer was not supported")
+
+    def _quote(self, context: PromptContext) -> tuple[str, Citation] | None:
+        """The best window of the evidence, quoted word for word, as the answer: '"…" [n]'."""
+        window = None
+        if context.evidence is not None:
+            shown = {id(s.chunk): s for s in context.sources}
+            window = next(
+                (w for w in context.evidence.windows if id(context.evidence.passages[w.passage]) in shown), None
+            )
+        if window is not None:
+            chunk = context.evidence.passages[window.passage]
+            source = next(s for s in context.sources if s.chunk is chunk)
+            start, end = window.start, window.end
+        else:
+            source = max(context.sources, key=lambda s: s.score, default=None)
+            if source is None or not source.chunk.text.strip():
+                return None
+            start, end = quote_span(source.chunk.text, source.best_sentence or source.text)
+        raw = source.chunk.text[start:end]
+        shown_text = display_quote(raw)
+        if not shown_text:
+            return None
+        citation = self._citation(source, source.index, "quote", start, end)
+        return f"The documents say: “{shown_text}” [{source.index}]", citation
 
     def stream_plain(
         self,
@@ -174,7 +283,7 @@ class AnswerService:
             prompt = "\n".join(m["content"] for m in build_messages(question, context))
             if self.engine.count_tokens(prompt) <= budget:
                 break
-            context = PromptContext(context.sources[:-1], context.sentences, context.mode)
+            context = PromptContext(context.sources[:-1], context.sentences, context.mode, context.evidence)
         return context
 
     def _final(
@@ -201,27 +310,92 @@ class AnswerService:
             retrieval_query=retrieval_query if retrieval_query is not None else question,
         )
 
-    @staticmethod
-    def _citations(answer: str, sources: list[ContextSource], attributed: str) -> list[Citation]:
+    def _citations(
+        self, answer: str, sources: list[ContextSource], attributed: str, check: verify.Check | None = None
+    ) -> list[Citation]:
         by_index = {s.index: s for s in sources}
         citations = []
         for n in cited_indices(answer):
             source = by_index.get(n)
             if source is None:
                 continue
-            chunk = source.chunk
-            citations.append(
-                Citation(
-                    index=n,
-                    chunk_id=chunk.id,
-                    document_id=str(chunk.metadata.get("doc_id", "")),
-                    source=chunk.source,
-                    title=chunk.title,
-                    page=chunk.page,
-                    heading=chunk.heading,
-                    snippet=(source.best_sentence or source.text)[:SNIPPET_CHARS],
-                    score=round(chunk.score, 4),
-                    attributed=attributed,
-                )
-            )
+            start, end = supporting_span(answer, source.chunk.text, check)
+            citations.append(self._citation(source, n, attributed, start, end))
         return citations
+
+    @staticmethod
+    def _citation(source: ContextSource, n: int, attributed: str, start: int | None, end: int | None) -> Citation:
+        chunk = source.chunk
+        quote = chunk.text[start:end] if start is not None and end is not None else ""
+        return Citation(
+            index=n,
+            chunk_id=chunk.id,
+            document_id=str(chunk.metadata.get("doc_id", "")),
+            source=chunk.source,
+            title=chunk.title,
+            page=chunk.page,
+            heading=chunk.heading,
+            snippet=(quote or source.best_sentence or source.text)[:SNIPPET_CHARS],
+            score=round(chunk.score, 4),
+            attributed=attributed,
+            text=chunk.text,
+            quote=quote,
+            quote_start=start if quote else None,
+            quote_end=end if quote else None,
+        )
+
+
+@dataclass
+class Outcome:
+    text: str
+    found: bool
+    citations: list[Citation]
+    support: verify.Support | None
+    failed: list[str]
+    repair: str
+    declined: str | None = None
+
+
+def display_quote(raw: str) -> str:
+    """A quote as the answer shows it: table cells joined, list bullets and spacing removed; words unchanged."""
+    text = raw.strip()
+    if text.startswith("|"):
+        text = " ".join(cell.strip() for cell in text.strip("|").split("|") if cell.strip())
+    text = re.sub(r"^[-*•]\s+", "", text)
+    return " ".join(text.split())
+
+
+def quote_span(text: str, wanted: str) -> tuple[int, int]:
+    """Offsets of ``wanted`` in ``text`` (whitespace-insensitive), else of the whole text."""
+    words = wanted.split()
+    if words:
+        match = re.search(r"\s+".join(re.escape(w) for w in words), text)
+        if match:
+            return match.start(), match.end()
+    stripped = text.strip()
+    start = text.find(stripped) if stripped else 0
+    return start, start + len(stripped)
+
+
+def supporting_span(answer: str, text: str, check: verify.Check | None) -> tuple[int | None, int | None]:
+    """The unit of ``text`` (sentence, row, item) that supports ``answer`` best: it holds the most of the answer's
+    claims, then shares the most words with it. None when the text has no unit."""
+    units = [u for u in split_units(text) if not u.is_separator]
+    if not units:
+        return None, None
+    claims = check.claims if check is not None else verify.claims(answer)
+    words = verify.content_words(answer)
+
+    def strength(unit) -> tuple[int, int]:  # noqa: ANN001
+        lead = units_by_offset.get(unit.lead) if unit.lead is not None else None
+        around = f"{lead.text if lead else ''}\n{unit.text}"
+        return (
+            sum(1 for c in claims if verify.holds(c, around)),
+            len(words & verify.content_words(around)),
+        )
+
+    units_by_offset = dict(enumerate(split_units(text)))
+    best = max(units, key=strength)
+    if strength(best) == (0, 0):
+        return None, None
+    return best.start, best.end

@@ -527,6 +527,25 @@ class DocStore:
         with self._reader() as conn:
             return [(cid, float(score)) for cid, score in conn.execute(sql, [match, *params, top_k])]
 
+    def texts_mentioning(
+        self, phrase: str, tokens: Iterable[str], filters: SearchFilters | None = None, limit: int = 50
+    ) -> list[str]:
+        """Texts of up to ``limit`` chunks, of documents visible to ``tokens``, whose words hold ``phrase``'s
+        words in order (as the keyword index spells them: punctuation and case are not checked here, so callers
+        check the texts). Only the caller's documents count, so the answer tells nothing about others."""
+        words = [w for w in _TERM.findall(phrase.lower()) if w]
+        folded = ["".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c)) for w in words]
+        if not folded:
+            return []
+        where, params = self._visible(tokens, filters)
+        sql = (
+            "SELECT c.text FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ? AND "
+            f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where}) LIMIT ?"
+        )
+        match = '"' + " ".join(folded).replace('"', "") + '"'
+        with self._reader() as conn:
+            return [text for (text,) in conn.execute(sql, [match, *params, limit])]
+
     def selective_terms(self, query: str, max_share: float = 0.02, keep: int = 2) -> list[str]:
         """The query's words as the keyword index spells them, without the very common ones: a word in more than
         ``max_share`` of all chunks (and in more than ``COMMON_FLOOR`` chunks) adds little to BM25 but makes it

@@ -51,12 +51,17 @@ def _index(chunk: RetrievedChunk) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def pack(chunks: Sequence[RetrievedChunk], duplicate_threshold: float = 0.85) -> list[RetrievedChunk]:
-    """Drop near-duplicates, merge neighbours of one document, order by best rank. Input: best first."""
+def pack(
+    chunks: Sequence[RetrievedChunk], duplicate_threshold: float = 0.85, merge: bool = True
+) -> list[RetrievedChunk]:
+    """Drop near-duplicates, merge neighbours of one document (unless ``merge`` is false), order by best rank.
+    Input: best first."""
     kept: list[RetrievedChunk] = []
     for chunk in chunks:
         if not any(near_duplicate(chunk.text, other.text, duplicate_threshold) for other in kept):
             kept.append(chunk)
+    if not merge:
+        return kept
     rank = {c.id: i for i, c in enumerate(kept)}
     by_doc: dict[str, list[RetrievedChunk]] = {}
     for chunk in kept:

@@ -121,6 +121,12 @@ class Retriever:
     def top_k(self) -> int:
         return self.settings.top_k
 
+    def texts_mentioning(
+        self, phrase: str, *, identity: Identity | None = None, filters: SearchFilters | None = None
+    ) -> list[str]:
+        """Chunk texts, among the documents this identity may see, whose words hold ``phrase``'s words."""
+        return self.store.docstore.texts_mentioning(phrase, (identity or Identity.anonymous()).tokens(), filters)
+
     def retrieve(
         self,
         query: str,

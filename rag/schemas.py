@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -56,8 +56,14 @@ class Citation(BaseModel):
     snippet: str
     score: float
     attributed: str = Field(
-        "model", description="model: the LLM wrote [n]; overlap: added after generation by text overlap."
+        "model",
+        description="model: the LLM wrote [n]; overlap: added after generation by text overlap; quote: the answer "
+        "is this passage quoted.",
     )
+    text: str = Field("", description="The cited passage's text, which quote_start and quote_end index.")
+    quote: str = Field("", description="The exact sentence, row or item of the passage that supports the answer.")
+    quote_start: int | None = Field(None, description="Offset of the quote's first character in text.")
+    quote_end: int | None = Field(None, description="Offset just past the quote's last character in text.")
 
 
 class Timings(BaseModel):
@@ -89,6 +95,23 @@ class Answer(BaseModel):
     model_sha256: str | None = None
     timings: Timings
     usage: Usage
+    support: Literal["verified", "partial", "unverified"] | None = Field(
+        None,
+        description="How much of what the model wrote its cited passages hold: verified (every number, quantity, "
+        "date, version, identifier and quoted name), partial, unverified; null when the assistant declined.",
+    )
+    failed_claims: list[str] = Field(
+        default_factory=list, description="Values the model stated that its cited passages do not hold."
+    )
+    repair: Literal["none", "quoted", "refused"] = Field(
+        "none",
+        description="What was done with an answer that was not verified: quoted (the supporting passage is shown, "
+        "quoted, instead) or refused; none when the model's answer is shown as written.",
+    )
+    declined: str | None = Field(None, description="Why the assistant declined to answer; null when it answered.")
+    context: list[str] = Field(
+        default_factory=list, description="What the model read: the text of each passage in its prompt."
+    )
 
     @property
     def tokens_per_second(self) -> float | None:

@@ -251,6 +251,14 @@ def ask(
     for c in final.citations:
         where = f"page {c.page}" if c.page else c.heading
         print(f"[{c.index}] {c.title} — {where} ({c.source}) score {c.score:.2f}")
+        if c.quote:
+            print(f"    “{' '.join(c.quote.split())}”")
+    if final.found:
+        failed = f"; not in the sources: {', '.join(final.failed_claims)}" if final.failed_claims else ""
+        repair = f"; {final.repair}" if final.repair != "none" else ""
+        console.print(f"[dim]support: {final.support}{repair}{failed}[/dim]")
+    elif final.declined:
+        console.print(f"[dim]declined: {final.declined}[/dim]")
     t = final.timings
     speed = f", {final.tokens_per_second:.1f} tokens/s" if final.tokens_per_second else ""
     console.print(

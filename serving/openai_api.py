@@ -81,6 +81,10 @@ def _extras(answer: Answer) -> dict:
     return {
         "citations": [c.model_dump() for c in answer.citations],
         "found": answer.found,
+        "support": answer.support,
+        "failed_claims": answer.failed_claims,
+        "repair": answer.repair,
+        "declined": answer.declined,
         "model_sha256": answer.model_sha256,
         "timings": answer.timings.model_dump(),
         "retrieval_query": answer.retrieval_query,

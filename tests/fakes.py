@@ -114,3 +114,28 @@ def tiny_llama_config(vocab_size: int, **overrides):  # noqa: ANN003, ANN201
         "max_position_embeddings": 2048,
     }
     return LlamaConfig(vocab_size=vocab_size, **{**shape, **overrides})
+
+
+class ScriptedEngine(EchoEngine):
+    """Answers every question with ``reply``, one word per piece: a model that invents, or emits only markup."""
+
+    model_id = "scripted"
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    def stream(
+        self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Generation:
+        self.calls.append(messages)
+        words = self.reply.split(" ")
+        generation = Generation(pieces=iter(()), prompt_tokens=len(messages[-1]["content"].split()))
+
+        def pieces():
+            for i, word in enumerate(words):
+                generation.completion_tokens = i + 1
+                yield word if i == 0 else " " + word
+
+        generation.pieces = pieces()
+        return generation

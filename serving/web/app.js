@@ -90,12 +90,30 @@ function renderHistory() {
 
 let current = null;
 
+// The cited passage, with the supporting quote highlighted. Text only (textContent), never parsed as HTML; the
+// offsets come from the server and are checked against the text before use.
+function showPassage(box, citation) {
+  box.replaceChildren();
+  const text = citation.text || citation.snippet || "";
+  const start = citation.quote_start, end = citation.quote_end;
+  const usable = citation.quote && Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end <= text.length
+    && start < end && text.slice(start, end) === citation.quote;
+  if (!usable) {
+    box.textContent = text;
+    return;
+  }
+  const mark = document.createElement("mark");
+  mark.className = "quote";
+  mark.textContent = text.slice(start, end);
+  box.append(text.slice(0, start), mark, text.slice(end));
+}
+
 function openPassage(citation) {
   current = citation;
   $("passage-title").textContent = citation.title;
   const where = citation.page ? "page " + citation.page : citation.heading;
   $("passage-where").textContent = [where, citation.source].filter(Boolean).join(" · ");
-  $("passage-text").textContent = citation.snippet;
+  showPassage($("passage-text"), citation);
   $("passage").hidden = false;
   $("passage").focus();
 }

@@ -58,8 +58,10 @@ def test_scores_verdicts_summary_and_cost(setup):
     assert [r.id for r in seen] == ["pass", "canteen", "salary"]
     by_id = {q.id: q for q in report.questions}
 
-    passphrase = by_id["pass"]  # the echo engine repeats the best sentence: the reference is in it
-    assert passphrase.verdict == "correct" and passphrase.answer.startswith("Passphrases must be at least 14")
+    passphrase = by_id["pass"]  # the answer quotes the best window: the reference is in it
+    assert passphrase.verdict == "correct" and "Passphrases must be at least 14" in passphrase.answer
+    assert passphrase.support == "verified" and passphrase.scores["unsupported_values"] == 0.0
+    assert passphrase.scores["context_holds_reference"] == 1.0
     assert passphrase.scores["hit@1"] == 1.0 and passphrase.scores["mrr"] == 1.0
     assert passphrase.scores["correctness"] == 1.0 and passphrase.scores["exact_match"] == 0.0
     assert 0 < passphrase.scores["token_f1"] < 1

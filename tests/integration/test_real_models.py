@@ -22,7 +22,34 @@ QUESTION = "How long does my passphrase need to be for a normal, non-admin accou
 UNANSWERABLE = "What is the CEO's annual salary?"
 
 
-def test_answer_streams_and_cites_the_right_document(real_container):
+@pytest.fixture
+def generating(real_container):
+    """The real container with SmolLM2 writing the answers (prompt.answer: generate) for one test."""
+    real_container.settings.prompt.answer = "generate"
+    yield real_container
+    real_container.settings.prompt.answer = "quote"
+
+
+# The README's quick-start questions and the answers the sample corpus gives: the runbook and the policy.
+QUICK_START = {
+    "How quickly must a SEV1 page be acknowledged?": "Acknowledge the page within 5 minutes.",
+    "How long must a passphrase be?": "at least 14 characters long for standard user accounts",
+    "What must happen within 15 minutes of a SEV1 being declared?": "Incident commander assigned within 15 minutes.",
+}
+
+
+@pytest.mark.parametrize("question", list(QUICK_START))
+def test_quick_start_questions_get_the_documents_answer(real_container, question):
+    final = real_container.answers.answer(question)
+    assert final.found and QUICK_START[question] in final.answer
+    assert final.support == "verified" and final.failed_claims == []
+    citation = final.citations[0]
+    assert QUICK_START[question] in citation.quote
+    assert citation.text[citation.quote_start : citation.quote_end] == citation.quote
+
+
+def test_answer_streams_and_cites_the_right_document(generating):
+    real_container = generating
     events = list(real_container.answers.stream(QUESTION))
     final = events[-1]
     assert isinstance(final, Answer) and final.found
@@ -33,6 +60,11 @@ def test_answer_streams_and_cites_the_right_document(real_container):
     assert final.model == "SmolLM2-135M-Instruct.Q4_1" and len(final.model_sha256 or "") == 64
     assert final.usage.completion_tokens > 0 and final.tokens_per_second
     assert final.timings.retrieval_ms > 0 and final.timings.generation_ms > 0
+    # SmolLM2's draft is shown only if its values are in the cited passage; otherwise the passage is quoted.
+    assert final.support is not None and (final.repair == "quoted") == (final.support != "verified")
+    from rag import verify
+
+    assert not verify.check(final.answer, [c.text for c in final.citations]).failed
 
 
 def test_unanswerable_question_is_declined(real_container):
@@ -50,7 +82,8 @@ def test_openai_client_reads_answer_and_citations(real_container):
         content = response.choices[0].message.content
         citations = response.model_extra["citations"]
         assert content and citations and citations[0]["source"].endswith("it-security-policy.md")
-        assert response.usage.completion_tokens > 0
+        assert "14 characters" in content and response.model_extra["support"] == "verified"
+        assert citations[0]["quote"] and citations[0]["quote"] in citations[0]["text"]
         stream = client.chat.completions.create(model=model.id, messages=messages, max_tokens=60, stream=True)
         chunks = list(stream)
         streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -87,6 +120,7 @@ def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_
     answer = json.loads(ask.stdout)
     assert answer["found"] and answer["citations"][0]["source"].endswith("it-security-policy.md")
     assert {"retrieval_ms", "generation_ms"} <= set(answer["timings"])
+    assert answer["support"] == "verified" and answer["failed_claims"] == [] and answer["citations"][0]["quote"]
     assert real_container.store.count() == chunks  # reopened here after the CLI let go
 
     ingest = subprocess.run(

@@ -78,7 +78,7 @@ def test_sign_in_ask_stream_and_open_a_citation(real_container, page):
         answer.locator(".text").filter(has_text=" ").wait_for(timeout=60_000)  # text arrives while streaming
         chip = answer.locator("button.citation").first
         chip.wait_for(timeout=120_000)
-        assert answer.locator(".text").inner_text().strip()
+        assert "5 minutes" in answer.locator(".text").inner_text()  # the runbook's answer, not another deadline
         page.screenshot(path=str(ARTIFACTS / "chat-answer.png"), full_page=True)
 
         chip.focus()
@@ -87,6 +87,8 @@ def test_sign_in_ask_stream_and_open_a_citation(real_container, page):
         passage.wait_for(state="visible")
         assert page.locator("#passage-title").inner_text().strip()
         assert page.locator("#passage-text").inner_text().strip()
+        # The supporting quote is highlighted inside the passage, as text.
+        assert page.locator("#passage-text mark.quote").inner_text() == "- Acknowledge the page within 5 minutes."
         with page.expect_download() as download:
             page.get_by_role("button", name="Open the original file").click()
         assert download.value.suggested_filename
@@ -131,6 +133,9 @@ def test_prompt_injection_in_a_document_renders_as_inert_text(real_container, pa
         text = answer.locator(".text").inner_text()
         assert "<script>" in text or "<img" in text  # shown as characters
         assert page.locator("#turns img, #turns script").count() == 0
+        answer.locator("button.citation").first.click()  # the highlighted quote is inert text too
+        assert "<script>" in page.locator("#passage-text mark.quote").inner_text()
+        assert page.locator("#passage img, #passage script").count() == 0
         assert page.evaluate("window.pwned") is None
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "chat-injection.png"), full_page=True)
