@@ -169,7 +169,10 @@ def score(item: EvalItem, answer: Answer, ranked: Sequence[RetrievedChunk]) -> d
         ),
         "citation_validity": m.citation_validity(text, {c.index for c in answer.citations}) if answered else m.NAN,
         # Checked here, apart from the answer service's own check: any value of the answer its cited passages lack.
-        "unsupported_values": (1.0 if verify.check(text, cited_texts(answer)).failed else 0.0) if answered else m.NAN,
+        # (what the question itself names is not counted: restating it states nothing new)
+        "unsupported_values": (
+            (1.0 if verify.check(text, cited_texts(answer), item.question).failed else 0.0) if answered else m.NAN
+        ),
         "context_holds_reference": holds_reference(item, "\n".join(answer.context)) if item.answerable else m.NAN,
     }
     if item.answerable:

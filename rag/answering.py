@@ -30,6 +30,15 @@ class TextDelta:
     text: str
 
 
+@dataclass
+class Generating:
+    """Retrieval is done and the model is writing a draft, held back until it is checked. Lets a streaming caller
+    start its response (and notice a client that leaves, which stops the generation) before any text exists."""
+
+
+GENERATING = Generating()
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
@@ -82,7 +91,7 @@ class AnswerService:
         identity: Identity | None = None,
         filters: SearchFilters | None = None,
         history: Sequence[dict[str, str]] | None = None,
-    ) -> Iterator[TextDelta | Answer]:
+    ) -> Iterator[TextDelta | Generating | Answer]:
         """Retrieve for ``identity`` (None: public documents only), then generate. The model only ever sees
         chunks that identity may read, so neither the answer nor its citations can leak another document.
         With a chat ``history``, a follow-up is first rewritten into a standalone query (``rag.rewrite``)."""
@@ -113,10 +122,16 @@ class AnswerService:
             yield from self._quoted(asked, question, context, chunks, timings, started)
             return
         generation = self.engine.stream(build_messages(question, context), params, cancel)
+        yield GENERATING
         # Only numbers that were shown to the model are valid markers; in sentences and windows mode there are none.
         markers = MarkerFilter({s.index for s in context.sources} if context.numbered else set())
-        # The draft is held back until it is checked: an unsupported value is never sent, not even streamed.
-        draft = ("".join(markers.feed(piece) for piece in generation) + markers.flush()).strip()
+        # The draft is held back until it is checked: an unsupported value is never sent, not even streamed. A
+        # Generating event per piece lets a streaming caller notice a client that left, and stop the model.
+        parts = []
+        for piece in generation:
+            parts.append(markers.feed(piece))
+            yield GENERATING
+        draft = ("".join(parts) + markers.flush()).strip()
         outcome = self._settle(question, draft, context)
         if outcome.text:
             yield TextDelta(outcome.text)

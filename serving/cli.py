@@ -226,7 +226,7 @@ def ask(
     from rag.acl import Identity
     from rag.answering import TextDelta
     from rag.container import Container
-    from rag.schemas import SearchFilters
+    from rag.schemas import Answer, SearchFilters
 
     identity = Identity.of(user, group or []) if user or group else None
     given = {"path_prefix": path_prefix, "path_glob": path_glob, "doc_type": doc_type, "title": title, "tags": tag}
@@ -241,7 +241,7 @@ def ask(
         if isinstance(event, TextDelta):
             if not as_json:
                 print(event.text, end="", flush=True)
-        else:
+        elif isinstance(event, Answer):
             final = event
     assert final is not None
     if as_json:

@@ -169,7 +169,7 @@ async def chat_completions(  # noqa: ANN201
                     break
                 if isinstance(event, TextDelta):
                     yield chunk({"content": event.text})
-                else:
+                elif isinstance(event, Answer):
                     finished = True
                     finish_answer(request.app.state, principal, route, event)
                     yield chunk({}, "stop", usage=_usage(event), **_extras(event))

@@ -51,7 +51,8 @@ def test_keys_json_logs_and_graceful_shutdown(real_container, tmp_path: Path):
             [sys.executable, "-m", "serving.cli", "--data-dir", str(data_dir), "serve", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RAG_SERVER__SHUTDOWN_TIMEOUT_S": "60"},
+            # a generated answer (the default quotes at once): still streaming when the stop comes
+            env={**os.environ, "RAG_SERVER__SHUTDOWN_TIMEOUT_S": "60", "RAG_PROMPT__ANSWER": "generate"},
         )
     try:
         assert wait_ready(url, server, 180), log_path.read_text()[-3000:]

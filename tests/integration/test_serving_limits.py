@@ -36,6 +36,7 @@ def server(real_container, tmp_path_factory):
     settings = load_settings(
         data_dir=data_dir,
         llm={"max_batch": 1, "max_queue": 1},
+        prompt={"answer": "generate"},  # answers take the model's slot (the default quotes without generating)
         server={
             "api_keys": api_key_settings(),
             "admin_api": True,
