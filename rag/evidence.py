@@ -179,9 +179,10 @@ _QUANTITY = re.compile(r"\d")
 # Bonuses, measured on the bundled set and the apache2-doc set together (top-1 window holding the reference; see
 # the README's answer-quality section). Each added 2-10 points on the apache set and none cost the bundled one.
 QUANTITY_BONUS = 0.2  # a question asking for an amount, a time or a default prefers windows that state a number
-KEY_BONUS = 0.2  # a table row whose first cell is a word of the question ("Default:", "Module:", "Core response")
+KEY_BONUS = 0.2  # a table row whose first cell the question names in full ("Default:", "Module:", "Core response")
 PASSAGE_PRIOR = 0.2  # up to this much for the window's passage being retrieved first
 NOVELTY_BONUS = 0.1  # the unit names something the question does not (an identifier, a name, a quoted text)
+HEADING_BONUS = 0.1  # the passage's heading names an identifier the question asks about ("KeepAlive Directive")
 
 
 def _wordy(unit: Unit) -> bool:
@@ -211,8 +212,9 @@ def score_windows(
     score = (1 - w) x cosine(question, window) + w x (rare question terms held by the window, its lead and its
     passage's heading path) + bonuses: the passage's retrieval rank (PASSAGE_PRIOR), a number when the question asks
     for an amount or a default (QUANTITY_BONUS), and a table row whose first cell names what is asked (KEY_BONUS:
-    "Which module provides X?" and the row "| Module: | mod_x |"), and a unit that names something the question
-    does not (NOVELTY_BONUS: the answer to a factoid question is new to it).
+    "Which module provides X?" and the row "| Module: | mod_x |"), a unit that names something the question
+    does not (NOVELTY_BONUS: the answer to a factoid question is new to it), and a passage whose heading names an
+    identifier of the question (HEADING_BONUS: the directive's own section rather than a mention elsewhere).
     """
     if not found:
         return
@@ -228,6 +230,8 @@ def score_windows(
     weight = {t: math.log(1 + n / (1 + counts[t])) for t in wanted}
     total = sum(weight.values()) or 1.0
     wants_quantity = _QUANTITY_QUESTION.search(question) is not None
+    named = [c for c in verify.claims(question) if c.kind == "identifier"]
+    titled = {i for i, c in enumerate(passages) if any(verify.holds(n, c.heading or "") for n in named)}
     ranks = [c.fused if c.fused is not None else c.score for c in passages]
     top, bottom = (max(ranks), min(ranks)) if ranks else (0.0, 0.0)
     for w, d in zip(found, dense, strict=True):
@@ -239,10 +243,13 @@ def score_windows(
             w.score += PASSAGE_PRIOR * (ranks[w.passage] - bottom) / (top - bottom)
         if wants_quantity and _QUANTITY.search(unit):
             w.score += QUANTITY_BONUS
-        if unit.startswith("|") and terms(unit.strip("|").split("|")[0]) & wanted:
+        label = terms(unit.strip("|").split("|")[0]) if unit.startswith("|") else set()
+        if label and label <= wanted:
             w.score += KEY_BONUS
         if any(c.kind != "number" for c in verify.claims(unit, question)):
             w.score += NOVELTY_BONUS
+        if w.passage in titled:
+            w.score += HEADING_BONUS
 
 
 @dataclass
