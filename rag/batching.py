@@ -194,8 +194,8 @@ class BatchScheduler:
                             request.out.put(_END)
                         else:
                             self._prefill(request)
-                        with self._lock:
-                            self._admitting.remove(request)
+                        with self._lock:  # still there when its prefill ended it, or it was cancelled
+                            self._admitting[:] = [r for r in self._admitting if r is not request]
                     self._drop_finished()
                     if self._active:
                         self._decode_step()
@@ -263,8 +263,9 @@ class BatchScheduler:
             self._cache, self._mask, self._positions, self._last = cache, mask, positions, token
         else:
             self._merge(cache, mask, positions, token)
-        with self._lock:
-            self._active.append(request)  # before it leaves _admitting: never counted out of both
+        with self._lock:  # from admitting to active in one step: never counted in neither, nor in both
+            self._active.append(request)
+            self._admitting[:] = [r for r in self._admitting if r is not request]
 
     def _merge(self, cache: Any, mask: Any, positions: Any, last: Any) -> None:
         """Append one request's cache to the batch's, left-padding whichever is shorter."""
