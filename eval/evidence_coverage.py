@@ -12,23 +12,16 @@ packed passages whole), ``windows:M/n`` (the M best windows, each with n followi
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from pathlib import Path
 
-from eval import metrics as m
-from eval.dataset import EvalItem, load_dataset
+from eval.dataset import load_dataset
+from eval.runner import holds_reference
 from rag.container import Container
 from rag.evidence import select
 from rag.packing import pack
 from rag.prompting import select_context
 from rag.settings import load_settings
-
-
-def holds(item: EvalItem, text: str) -> bool:
-    if item.reference_regex:
-        return re.search(item.reference_regex, text, flags=re.IGNORECASE) is not None
-    return m.reference_contained(text, item.reference_text) == 1.0
 
 
 def options(container: Container) -> dict[str, Callable]:
@@ -83,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, view in views.items():
             text = view(item.question, relevant) if relevant else ""
             tokens[name] += len(container.embedder.tokenize(text)) if text else 0
-            if holds(item, text):
+            if holds_reference(item, text) == 1.0:
                 hits[name] += 1
             else:
                 misses[name].append(item.id)

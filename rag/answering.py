@@ -395,21 +395,21 @@ def quote_span(text: str, wanted: str) -> tuple[int, int]:
 def supporting_span(answer: str, text: str, check: verify.Check | None) -> tuple[int | None, int | None]:
     """The unit of ``text`` (sentence, row, item) that supports ``answer`` best: it holds the most of the answer's
     claims, then shares the most words with it. None when the text has no unit."""
-    units = [u for u in split_units(text) if not u.is_separator]
+    every = split_units(text)
+    units = [u for u in every if not u.is_separator]
     if not units:
         return None, None
     claims = check.claims if check is not None else verify.claims(answer)
     words = verify.content_words(answer)
 
     def strength(unit) -> tuple[int, int]:  # noqa: ANN001
-        lead = units_by_offset.get(unit.lead) if unit.lead is not None else None
+        lead = every[unit.lead] if unit.lead is not None else None
         around = f"{lead.text if lead else ''}\n{unit.text}"
         return (
             sum(1 for c in claims if verify.holds(c, around)),
             len(words & verify.content_words(around)),
         )
 
-    units_by_offset = dict(enumerate(split_units(text)))
     best = max(units, key=strength)
     if strength(best) == (0, 0):
         return None, None

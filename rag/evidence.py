@@ -290,11 +290,10 @@ def select(
     max_windows: int,
     lexical_weight: float,
     neighbours: int = 1,
-    max_passages: int | None = None,
 ) -> Evidence:
     """Score every window of the passages and keep the ``max_windows`` best, each with ``neighbours`` units of
     context after it (a definition's next sentence, the row after a header)."""
-    passages = list(passages[:max_passages] if max_passages else passages)
+    passages = list(passages)
     found = windows(passages)
     score_windows(question, passages, found, embedder, lexical_weight)
     ranked = sorted(found, key=lambda w: -w.score)
