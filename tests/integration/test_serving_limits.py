@@ -70,6 +70,16 @@ def metric(url: str, name: str) -> float:
 
 
 ASK = [{"role": "user", "content": "How long must passphrases be?"}]
+# A request that holds its slot for many seconds: the model alone (no retrieval), asked for a long text. An answer
+# from the documents is about 20 tokens, short enough to end before a test can look at the batch.
+LONG = {"model": "m:no-rag", "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}]}
+
+
+def wait_until(condition, what: str, seconds: float = 30.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
 
 
 def test_auth_401_for_no_or_bad_key_403_for_employees_on_admin_routes(server):
@@ -109,8 +119,9 @@ def test_body_prompt_and_max_tokens_limits_name_the_limit(server):
 
 def test_full_queue_is_a_fast_503_and_a_disconnect_frees_the_slot(server):
     url, container = server
-    first = client(url).chat.completions.create(model="m", messages=ASK, stream=True, max_tokens=160)
-    next(iter(first))  # the one slot is taken
+    first = client(url).chat.completions.create(**LONG, stream=True, max_tokens=160)
+    next(iter(first))
+    wait_until(lambda: container.engine.load_info()["active"] == 1, "the first request never took the slot")
     queued: dict = {}
 
     def wait_in_queue() -> None:
@@ -118,10 +129,7 @@ def test_full_queue_is_a_fast_503_and_a_disconnect_frees_the_slot(server):
 
     waiter = threading.Thread(target=wait_in_queue)
     waiter.start()
-    deadline = time.monotonic() + 30
-    while container.engine.load_info()["queued"] < 1:
-        assert time.monotonic() < deadline, "the second request never reached the queue"
-        time.sleep(0.05)
+    wait_until(lambda: container.engine.load_info()["queued"] == 1, "the second request never reached the queue")
     assert metric(url, "rag_generation_queue_depth") == 1 and metric(url, "rag_generation_active") == 1
 
     started = time.monotonic()
@@ -138,14 +146,11 @@ def test_full_queue_is_a_fast_503_and_a_disconnect_frees_the_slot(server):
         time.sleep(0.02)
     waiter.join(60)
     assert queued["answer"].choices[0].message.content
-    deadline = time.monotonic() + 30
-    while container.engine.load_info()["active"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: not container.engine.load_info()["active"], "the queued request never finished")
     # With nothing queued, a disconnect empties the batch within a second.
-    stream = client(url).chat.completions.create(model="m", messages=ASK, stream=True, max_tokens=160)
+    stream = client(url).chat.completions.create(**LONG, stream=True, max_tokens=160)
     next(iter(stream))
-    assert container.engine.load_info()["active"] == 1
+    wait_until(lambda: container.engine.load_info()["active"] == 1, "the stream never took the slot")
     stream.close()
     gone = time.monotonic()
     while container.engine.load_info()["active"]:
