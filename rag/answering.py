@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rag import verify
+from rag import answer_kind, verify
 from rag.acl import Identity
 from rag.citations import MarkerFilter, attribute_by_overlap, cited_indices
 from rag.embedding import Embedder
@@ -188,6 +188,9 @@ class AnswerService:
                 if self._mentioned(claim, texts, identity, filters):
                     continue
                 return f"the documents never mention {claim.text!r}"
+        if context.evidence is not None and not context.evidence.kind_stated:
+            asked = answer_kind.describe(context.evidence.kinds)
+            return f"no passage near the top states the {asked} that the question asks for (prompt.answer_kind_depth)"
         if context.evidence is not None:
             best = context.evidence.best
             if best is None or best.score < prompt.min_evidence_score:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag import verify
+from rag import answer_kind, verify
 from rag.embedding import Embedder
 from rag.schemas import RetrievedChunk
 
@@ -259,6 +259,8 @@ class Evidence:
     passages: list[RetrievedChunk]
     windows: list[Window]  # every scored window, best first
     chosen: dict[int, list[Window]]  # passage index -> chosen windows in text order
+    kinds: tuple[answer_kind.AnswerKind, ...] = ()  # what the question asks for: a maximum, a date...
+    kind_stated: bool = True  # False when a kind is asked and no window near the top states it
 
     def text_of(self, passage: int) -> str:
         """The model's view of one passage: chosen units with their leads, '…' where text was left out."""
@@ -290,13 +292,22 @@ def select(
     max_windows: int,
     lexical_weight: float,
     neighbours: int = 1,
+    kind_depth: int = 0,
 ) -> Evidence:
     """Score every window of the passages and keep the ``max_windows`` best, each with ``neighbours`` units of
-    context after it (a definition's next sentence, the row after a header)."""
+    context after it (a definition's next sentence, the row after a header). When the question asks for a kind of
+    value (``rag.answer_kind``), the best of the first ``kind_depth`` windows that states it goes first."""
     passages = list(passages)
     found = windows(passages)
     score_windows(question, passages, found, embedder, lexical_weight)
     ranked = sorted(found, key=lambda w: -w.score)
+    kinds = answer_kind.asked(question) if kind_depth else ()
+    stated = True
+    if kinds:
+        first = next((i for i, w in enumerate(ranked[:kind_depth]) if answer_kind.states(kinds, w.text)), None)
+        stated = first is not None
+        if first:
+            ranked.insert(0, ranked.pop(first))
     by_key = {(w.passage, w.unit): w for w in found}
     chosen: dict[int, dict[int, Window]] = {}
     for w in ranked[:max_windows]:
@@ -305,4 +316,4 @@ def select(
             if neighbour is not None:
                 chosen.setdefault(w.passage, {})[neighbour.unit] = neighbour
     ordered = {p: [units[u] for u in sorted(units)] for p, units in chosen.items()}
-    return Evidence(passages, ranked, ordered)
+    return Evidence(passages, ranked, ordered, kinds, stated)

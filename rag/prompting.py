@@ -81,6 +81,7 @@ def select_context(
             max_windows=settings.max_windows,
             lexical_weight=settings.lexical_weight,
             neighbours=settings.window_neighbours,
+            kind_depth=settings.answer_kind_depth,
         )
         if settings.context == "chunks":
             sources = [ContextSource(i, c, c.text) for i, c in enumerate(evidence.passages, 1)]

@@ -227,6 +227,14 @@ class PromptSettings(BaseModel):
         True,
         description="Decline when a name, identifier, number or quoted text of the question is in no passage.",
     )
+    answer_kind_depth: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="In `windows` and `chunks` modes, a question asking for a maximum, a price, a rate, a size, a "
+        "date, a region, a port or an address is answered from the best of this many windows that states one, and "
+        "declined when none does (rag.answer_kind). 0 turns the check off.",
+    )
     unsupported: Literal["quote", "refuse"] = Field(
         "quote",
         description="An answer that states a value its cited passages do not hold is replaced by the best passage "

@@ -138,3 +138,16 @@ def test_an_answer_without_a_supporting_unit_gets_no_quote():
     assert supporting_span("26 days", "", None) == (None, None)
     assert supporting_span("bananas", "Passphrases must be long.", None) == (None, None)
     assert supporting_span("26 days", "Staff get 26 days. Bank holidays are extra.", None) == (0, 18)
+
+
+def test_a_question_for_a_maximum_the_documents_never_state_is_declined(fake_container, tmp_path):
+    licensing = (
+        "# Ledger licensing\n\nThere are two editions: Ledger Core at £420 per named user per year, and Ledger "
+        "Enterprise at £690 per named user per year.\n"
+    )
+    ingest(fake_container, tmp_path / "docs", {"licensing.md": licensing})
+    final = fake_container.answers.answer("What is the maximum number of named users on a Ledger Core licence?")
+    assert not final.found and "maximum" in final.declined and final.citations == []
+    # The same passage answers the question it does answer.
+    final = fake_container.answers.answer("What does a Ledger Core licence cost per named user?")
+    assert final.found and "£420" in final.answer
