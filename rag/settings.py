@@ -301,6 +301,41 @@ class ServerSettings(BaseModel):
     shutdown_timeout_s: float = Field(
         30.0, ge=0, description="On stop, open streams may finish for this long; then they are cut."
     )
+    keep_alive_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A connection that sends nothing, before its first request or between requests, is "
+        "closed after this long.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this long of their first byte; "
+        "else 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="A request body may take this long, plus 1 s for every body_min_bytes_per_s bytes "
+        "received: a large upload on a slow line goes on, a trickle gets 408 and is closed.",
+    )
+    body_min_bytes_per_s: int = Field(
+        500,
+        ge=0,
+        description="The slowest steady body rate accepted past body_timeout_s; 0: the body must arrive "
+        "within body_timeout_s whatever its size.",
+    )
+    max_connections_per_client: int = Field(
+        64,
+        ge=0,
+        description="Open connections one client address may hold; one more gets 429 and is closed. 0: no "
+        "cap. Behind a reverse proxy every caller has the proxy's address: raise it or set 0 there.",
+    )
+    auth_failure_limit: str = Field(
+        "30/minute",
+        description="Requests without a valid key (401) per client address; past it such requests get "
+        "429 with Retry-After. A valid key is never refused by this limit.",
+    )
     audit_log: bool = Field(
         True, description="Append who asked, when, and which documents were retrieved and cited to data_dir/audit."
     )

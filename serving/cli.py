@@ -488,6 +488,7 @@ def serve(
     import uvicorn
 
     from serving.app import create_app
+    from serving.connections import connection_options
     from serving.observability import configure_logging
 
     settings = settings_of(ctx)
@@ -500,7 +501,7 @@ def serve(
         port=port or settings.server.port,
         log_config=None,  # our handlers: JSON lines with the request id
         access_log=False,  # the app logs one line per request, with its id, route, status and key
-        timeout_graceful_shutdown=settings.server.shutdown_timeout_s,
+        **connection_options(settings.server),  # timeouts, per-client connection cap, graceful shutdown
     )
 
 

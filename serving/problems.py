@@ -20,15 +20,14 @@ OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     422: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, *, param: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {
+def problem_body(status: int, code: str, title: str, detail: str, param: str | None = None) -> dict:
+    return {
         "type": PROBLEM_BASE + code,
         "title": title,
         "status": status,
@@ -37,18 +36,28 @@ def problem(
         # The OpenAI SDKs read this member to build their exception messages.
         "error": {"message": detail, "type": OPENAI_TYPES.get(status, "server_error"), "code": code, "param": param},
     }
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, *, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = problem_body(status, code, title, detail, param)
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def rag_problem(exc: RagError) -> JSONResponse:
+    """The response for one of our errors; also used by middleware, which runs outside the app's handlers."""
+    retry_after = getattr(exc, "retry_after", 5 if exc.status == 503 else None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="private-rag"'
+    return problem(exc.status, exc.code, exc.title, exc.message, param=exc.detail.get("param"), headers=headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
     async def rag_error(_: Request, exc: RagError) -> JSONResponse:
-        retry_after = getattr(exc, "retry_after", 5 if exc.status == 503 else None)
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="private-rag"'
-        param = exc.detail.get("param")
-        return problem(exc.status, exc.code, exc.title, exc.message, param=param, headers=headers or None)
+        return rag_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

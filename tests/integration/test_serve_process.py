@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,11 +53,20 @@ def test_keys_json_logs_and_graceful_shutdown(real_container, tmp_path: Path):
             stdout=log,
             stderr=subprocess.STDOUT,
             # a generated answer (the default quotes at once): still streaming when the stop comes
-            env={**os.environ, "RAG_SERVER__SHUTDOWN_TIMEOUT_S": "60", "RAG_PROMPT__ANSWER": "generate"},
+            env={
+                **os.environ,
+                "RAG_SERVER__SHUTDOWN_TIMEOUT_S": "60",
+                "RAG_PROMPT__ANSWER": "generate",
+                "RAG_SERVER__HEADER_TIMEOUT_S": "1",
+            },
         )
     try:
         assert wait_ready(url, server, 180), log_path.read_text()[-3000:]
         assert httpx.post(url + "/v1/query", json={"question": "passphrase length?"}).status_code == 401
+        # The connection limits are on: a request head that never ends gets 408 once server.header_timeout_s is up.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+            assert slow.recv(100).startswith(b"HTTP/1.1 408 ")
 
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
         stream = client.chat.completions.create(

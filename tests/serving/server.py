@@ -1,4 +1,5 @@
-"""Run the app under a real uvicorn server on a loopback port, in a background thread."""
+"""Run the app under a real uvicorn server on a loopback port, in a background thread, with the connection limits
+and timeouts `rag serve` uses (serving.connections)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from serving.connections import connection_options
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -21,7 +24,8 @@ def free_port() -> int:
 @contextmanager
 def running(app: FastAPI) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    options = connection_options(app.state.container.settings.server)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
