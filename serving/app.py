@@ -62,9 +62,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.container = container
     app.state.keyring = KeyRing(container.settings)
     app.state.rate_limiter = RateLimiter(server.rate_limit)
+    app.state.auth_failures = RateLimiter(server.auth_failure_limit, "server.auth_failure_limit")
     app.state.audit = audit
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_kb * 1024)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_kb * 1024, max_upload_mb=server.max_upload_mb)
     app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response
     app.include_router(openai_api.router)
     app.include_router(native_api.router)

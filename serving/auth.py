@@ -12,6 +12,7 @@ that is sent but unknown is always a 401, even then.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import secrets
@@ -31,6 +32,8 @@ from pydantic import TypeAdapter, ValidationError
 from rag.acl import Identity
 from rag.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitedError
 from rag.settings import ApiKey, Settings
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rag-"
 _KEYS = TypeAdapter(list[ApiKey])
@@ -74,7 +77,8 @@ def keys_file(settings: Settings) -> Path:
 
 
 def read_keys_file(path: Path) -> list[ApiKey]:
-    """The keys in a keys file; a missing file is no keys, a broken one an error that says where."""
+    """The keys in a keys file; a missing file is no keys, a broken one an error that says where (never what the
+    file holds: it lists key hashes, users and groups)."""
     if not path.is_file():
         return []
     try:
@@ -82,8 +86,22 @@ def read_keys_file(path: Path) -> list[ApiKey]:
         return _KEYS.validate_python(data.get("keys", []) if isinstance(data, dict) else data)
     except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
         raise ConfigError(
-            f"the API keys file {path} is not valid: {exc}. Fix it, or recreate it with `rag keys`"
+            f"the API keys file {path} is not valid ({_where(exc)}). Fix it, or recreate it with `rag keys`"
         ) from exc
+
+
+def _where(exc: Exception) -> str:
+    """What is wrong in the keys file and where, without quoting it (YAML and pydantic errors quote the input)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f"not valid YAML at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_input=False, include_url=False)[0]
+        index, *field = first["loc"] or ("?",)
+        where = f"key #{index + 1}" if isinstance(index, int) else str(index)
+        return f"{exc.error_count()} problem(s); first: {where}, {'.'.join(map(str, field)) or 'entry'}: {first['msg']}"
+    if isinstance(exc, OSError):
+        return f"cannot read it: {exc.strerror}"
+    return f"not YAML of the expected shape ({type(exc).__name__})"
 
 
 def write_keys_file(path: Path, keys: list[ApiKey]) -> None:
@@ -97,7 +115,14 @@ def write_keys_file(path: Path, keys: list[ApiKey]) -> None:
 
 
 class KeyRing:
-    """The configured keys by hash, re-read from the keys file when its modification time changes."""
+    """The configured keys by hash, re-read from the keys file when its modification time changes.
+
+    A keys file that is broken at start-up stops the server (the error says where). One broken while the server runs
+    (a bad hand edit) does not lock everybody out: the keys read last keep working and the error is logged once for
+    the admin, until the file is fixed.
+    """
+
+    recheck_s = 1.0  # at most one stat of the keys file per this many seconds
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -130,21 +155,28 @@ class KeyRing:
 
     def lookup(self, key: str) -> ApiKey | None:
         now = time.monotonic()
-        if now - self._checked > 1.0:  # at most one stat a second
+        if now - self._checked > self.recheck_s:
             self._checked = now
-            if self._file_stamp() != self._stamp:
-                self.reload()
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                try:
+                    self.reload()
+                except ConfigError as exc:
+                    self._stamp = stamp  # logged once per change of the file, not on every request
+                    log.error("%s; until then the %d keys read before stay in use", exc.message, len(self._by_hash))
         return self._by_hash.get(hash_key(key))
 
 
 class RateLimiter:
-    """``server.rate_limit`` per caller, over a moving window (the ``limits`` library)."""
+    """A rate per caller (``server.rate_limit``, or ``server.auth_failure_limit`` per address), over a moving window
+    (the ``limits`` library)."""
 
-    def __init__(self, rate: str) -> None:
+    def __init__(self, rate: str, setting: str = "server.rate_limit") -> None:
+        self.setting = setting
         try:
             self.item = parse(rate)
         except ValueError as exc:
-            raise ConfigError(f"server.rate_limit {rate!r} is not a rate: write e.g. '120/minute'") from exc
+            raise ConfigError(f"{setting} {rate!r} is not a rate: write e.g. '120/minute'") from exc
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     def hit(self, caller: str) -> None:
@@ -152,7 +184,7 @@ class RateLimiter:
             reset, _ = self.limiter.get_window_stats(self.item, caller)
             wait = max(1, math.ceil(reset - time.time()))
             raise RateLimitedError(
-                f"rate limit of {self.item} exceeded for {caller}: retry in {wait} s (server.rate_limit)",
+                f"rate limit of {self.item} exceeded for {caller}: retry in {wait} s ({self.setting})",
                 retry_after=wait,
             )
 
@@ -167,25 +199,36 @@ def presented_key(request: Request) -> str | None:
 
 def authenticate(request: Request) -> Principal:
     """The caller, from their API key; 401 without a valid one (unless anonymous access is on), 429 past the rate
-    limit. The principal is kept on the request for logs, metrics and the audit log."""
+    limit. The principal is kept on the request for logs, metrics and the audit log (and so a request checked
+    early, such as an upload before its body is read, is not checked and counted twice)."""
+    checked = getattr(request.state, "principal", None)
+    if checked is not None:
+        return checked
     ring: KeyRing = request.app.state.keyring
     key = presented_key(request)
+    address = request.client.host if request.client else "unknown"
     if key is None:
         if not request.app.state.container.settings.server.allow_anonymous:
-            raise AuthenticationError(
-                "no API key: send 'Authorization: Bearer <key>'; an admin creates keys with `rag keys create`",
-            )
+            missing = "no API key: send 'Authorization: Bearer <key>'; an admin creates keys with `rag keys create`"
+            raise _refused(request, address, missing)
         principal = ANONYMOUS
-        caller = f"anonymous@{request.client.host if request.client else 'unknown'}"
+        caller = f"anonymous@{address}"
     else:
         found = ring.lookup(key)
         if found is None:
-            raise AuthenticationError("the API key is not valid (unknown or revoked): ask an admin for a key")
+            raise _refused(request, address, "the API key is not valid (unknown or revoked): ask an admin for a key")
         principal = Principal(found.name, found.user, frozenset(found.groups), found.role)
         caller = f"key {found.name}"
     request.state.principal = principal
     request.app.state.rate_limiter.hit(caller)
     return principal
+
+
+def _refused(request: Request, address: str, message: str) -> AuthenticationError:
+    """A 401, counted per address: past server.auth_failure_limit the caller gets 429 (and Retry-After) instead,
+    so a client retrying a wrong key, or sending upload after upload without one, is told to back off."""
+    request.app.state.auth_failures.hit(f"requests without a valid key from {address}")
+    return AuthenticationError(message)
 
 
 def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

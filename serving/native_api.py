@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Literal
 
@@ -12,8 +14,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from rag.documents import DocumentPreview, original_file, preview
+from rag.errors import NotFoundError
 from rag.schemas import Answer, RetrievedChunk, SearchFilters
-from serving.auth import PrincipalDep
+from serving.auth import Principal, PrincipalDep
 from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
 from serving.observability import finish_answer, metrics_text
 from serving.problems import problem
@@ -106,12 +109,9 @@ async def document(doc_id: str, request: Request, container: ContainerDep, princ
     """A document's text (preview and download), under the same access check as retrieval; 404 when the caller
     may not see it, exactly as when it does not exist."""
     ready_container(container)
-    shown = await run_in_threadpool(preview, container.store, doc_id, principal.identity)
-    if request.app.state.audit is not None:
-        request.app.state.audit.record(
-            principal=principal, route="/v1/documents/{doc_id}", retrieved=[doc_id], outcome="document shown"
-        )
-    return shown
+    outcomes = ("document shown", "document refused")
+    with audited_fetch(request, principal, "/v1/documents/{doc_id}", doc_id, outcomes):
+        return await run_in_threadpool(preview, container.store, doc_id, principal.identity)
 
 
 @router.get("/v1/documents/{doc_id}/file", tags=["native"], response_class=FileResponse)
@@ -120,12 +120,28 @@ async def document_file(
 ) -> FileResponse:
     """The original file, under the same access check as retrieval (404 alike when the caller may not see it)."""
     ready_container(container)
-    path = await run_in_threadpool(original_file, container.store, doc_id, principal.identity)
-    if request.app.state.audit is not None:
-        request.app.state.audit.record(
-            principal=principal, route="/v1/documents/{doc_id}/file", retrieved=[doc_id], outcome="file sent"
-        )
+    with audited_fetch(request, principal, "/v1/documents/{doc_id}/file", doc_id, ("file sent", "file refused")):
+        path = await run_in_threadpool(original_file, container.store, doc_id, principal.identity)
     return FileResponse(path, filename=path.name, headers={"X-Content-Type-Options": "nosniff"})
+
+
+@contextmanager
+def audited_fetch(
+    request: Request, principal: Principal, route: str, doc_id: str, outcomes: tuple[str, str]
+) -> Iterator[None]:
+    """One audit line per document fetch: ``outcomes[0]`` when it is sent, ``outcomes[1]`` with the reason when it is
+    refused (404). The caller cannot tell a document that is not there from one that is not theirs to see; the admin
+    reading the log can."""
+    audit = request.app.state.audit
+    sent, refused = outcomes
+    try:
+        yield
+    except NotFoundError as exc:
+        if audit is not None:
+            audit.record(principal=principal, route=route, outcome=refused, requested=doc_id, reason=exc.message)
+        raise
+    if audit is not None:
+        audit.record(principal=principal, route=route, retrieved=[doc_id], outcome=sent)
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)

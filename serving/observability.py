@@ -7,7 +7,7 @@
   ``X-Request-ID`` header and put on every log line written while it is handled.
 - The audit log (``data_dir/audit/audit.jsonl``) gets one line per answered question: who (key, user, groups),
   when, the route, the question (unless ``server.audit_questions`` is off), and the ids of the documents that
-  were retrieved and cited. It is only ever appended to.
+  were retrieved and cited; and one per document fetch, refused ones (404) included. It is only ever appended to.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ with a stub ingest service, so they need no timing luck.
 
 from __future__ import annotations
 
+import json
+import select
+import socket
 import threading
 import time
 from pathlib import Path
@@ -229,6 +232,79 @@ def test_job_fails_clearly_while_another_writer_holds_the_store(tmp_path, docs):
             job = wait_job(client, client.post("/v1/admin/ingest/jobs", json={"paths": [str(docs)]}).json()["id"])
         assert job["state"] == "failed" and job["error_code"] == "store_busy"
         assert "another writer" in job["error"] and job["files"] == []
+
+
+def raw_upload_head(url: str, headers: dict[str, str], length: int | None) -> tuple[socket.socket, bytes]:
+    """A socket that has sent an upload's request head, and the multipart opening of a file part."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    lines = [
+        "POST /v1/admin/ingest/uploads HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: multipart/form-data; boundary=XyZ",
+        framing,
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    opening = b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="big.md"\r\n\r\n'
+    return sock, opening
+
+
+def read_response(sock: socket.socket, within: float = 5.0) -> tuple[int, dict, dict]:
+    """Status, headers and JSON body of one response; fails if it has not come within ``within`` seconds."""
+    reader = sock.makefile("rb")
+    sock.settimeout(within)
+    try:
+        status = int(reader.readline().split()[1])
+        headers = {}
+        while (line := reader.readline().strip()) != b"":
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        body = json.loads(reader.read(int(headers["content-length"])))
+    except TimeoutError:
+        raise AssertionError(f"no answer within {within:.0f} s: the server waits for the whole body") from None
+    return status, headers, body
+
+
+def test_uploads_check_the_key_before_the_body_and_cap_files_as_they_stream(tmp_path):
+    container = admin_container(tmp_path, max_upload_mb=1, auth_failure_limit="3/minute")
+    with running(create_app(container=container)) as url:
+        # 30 MB announced, 256 KB sent: the caller's key is checked on the headers, before the body is read.
+        for headers, status, code in [({}, 401, "invalid_api_key"), (auth("alice"), 403, "admin_only")]:
+            sock, opening = raw_upload_head(url, headers, 30 * 1024 * 1024)
+            with sock:
+                sock.sendall(opening + b"x" * 256 * 1024)
+                got, got_headers, body = read_response(sock)
+            assert (got, body["code"]) == (status, code), body
+            assert got_headers["content-type"] == "application/problem+json"
+        # Requests without a valid key are rate-limited per address (server.auth_failure_limit: 3/minute).
+        refusals = [
+            httpx.post(url + "/v1/admin/ingest/uploads", files=[("files", ("a.md", b"# A\n\nText.\n"))], headers=h)
+            for h in ({"Authorization": "Bearer rag-guess"}, {}, {})
+        ]
+        assert [r.status_code for r in refusals] == [401, 401, 429], [r.text for r in refusals]  # the 4th refusal
+        assert refusals[2].json()["code"] == "rate_limited" and int(refusals[2].headers["retry-after"]) >= 1
+        assert "server.auth_failure_limit" in refusals[2].json()["detail"]
+        assert httpx.get(url + "/v1/admin/documents", headers=auth("admin")).status_code == 200  # a valid key works
+
+        # An admin's file over max_upload_mb, chunked (no length to check): refused once 1 MB of it has arrived.
+        sock, opening = raw_upload_head(url, auth("admin"), None)
+        with sock:
+            piece = b"x" * 64 * 1024
+            sent = 0
+            for chunk in [opening, *[piece] * 48]:  # 3 MB in all
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                if select.select([sock], [], [], 0.05)[0]:
+                    break
+            got, _, body = read_response(sock)
+        assert got == 413 and body["code"] == "upload_too_large", body
+        assert "big.md" in body["detail"] and "1 MB" in body["detail"] and "server.max_upload_mb" in body["detail"]
+        assert sent < 2 * 1024 * 1024, f"the server took {sent:,} bytes of a file capped at 1 MB before refusing"
+    assert not (container.settings.data_dir / "uploads").exists() or not any(
+        (container.settings.data_dir / "uploads").iterdir()
+    )
 
 
 # -- the job manager's rules, with a stub service ---------------------------------------------------------------

@@ -1,5 +1,6 @@
 """HTTP contract over fakes: shapes, errors, readiness. A real uvicorn server, the official openai client."""
 
+import json
 import time
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import pytest
 
 from ingest.pipeline import IngestService
 from rag.container import Container
+from rag.errors import ConfigError
+from rag.settings import ApiKey
 from rag.store import ChromaStore
 from serving.app import create_app
-from tests.fakes import TEST_KEYS, EchoEngine, HashEmbedder
+from tests.fakes import TEST_KEYS, EchoEngine, HashEmbedder, auth
 from tests.serving.server import running
 
 
@@ -86,3 +89,83 @@ def test_not_ready_gives_503_with_retry_after(fake_settings):
             client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
         assert raised.value.status_code == 503
         assert "weights missing" in raised.value.response.json()["detail"]
+
+
+def test_a_chunked_body_over_the_limit_gets_413(fake_container):
+    fake_container.settings.server.max_body_kb = 1
+
+    def pieces():  # no Content-Length: httpx sends it chunked, so only counting can catch it
+        yield b'{"question": "'
+        yield b"x" * 2048
+        yield b'"}'
+
+    with running(create_app(container=fake_container)) as url:
+        response = httpx.post(url + "/v1/query", content=pieces(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "body_too_large" and "server.max_body_kb" in response.json()["detail"]
+
+
+def test_a_broken_keys_file_keeps_the_last_good_keys_and_is_never_shown(fake_container, caplog):
+    from serving.auth import hash_key, keys_file, write_keys_file
+
+    fake_container.settings.server.allow_anonymous = False
+    path = keys_file(fake_container.settings)
+    carol = ApiKey(name="carol", sha256=hash_key("rag-carol-key"), user="carol", groups=["hr"], role="employee")
+    write_keys_file(path, [carol])
+    secret = "TOPSECRET-7f3a"
+    with running(create_app(container=fake_container)) as url, caplog.at_level("ERROR"):
+        as_carol = {"Authorization": "Bearer rag-carol-key"}
+        assert httpx.post(url + "/v1/retrieve", json={"query": "x"}, headers=as_carol).status_code == 200
+        # A hand edit gone wrong: bad YAML, with a line that must never reach a caller or the log.
+        path.write_text(path.read_text() + f"  - name: dave {secret}: [\n")
+        time.sleep(1.1)  # the file is looked at once a second at most
+        for headers, status in [(as_carol, 200), ({"Authorization": "Bearer rag-wrong"}, 401), ({}, 401)]:
+            response = httpx.post(url + "/v1/retrieve", json={"query": "x"}, headers=headers)
+            assert response.status_code == status, response.text
+            assert secret not in response.text and carol.sha256 not in response.text
+        errors = [r.getMessage() for r in caplog.records if r.name == "serving.auth"]
+        assert len(errors) == 1 and str(path) in errors[0] and "at line 8, column 3" in errors[0], errors
+        assert secret not in errors[0] and carol.sha256 not in errors[0]
+
+        dave = ApiKey(name="dave", sha256=hash_key("rag-dave-key"), user="dave", groups=[], role="employee")
+        write_keys_file(path, [dave])  # fixed: the new keys apply, carol's is gone
+        time.sleep(1.1)
+        assert httpx.post(url + "/v1/retrieve", json={"query": "x"}, headers=as_carol).status_code == 401
+        as_dave = {"Authorization": "Bearer rag-dave-key"}
+        assert httpx.post(url + "/v1/retrieve", json={"query": "x"}, headers=as_dave).status_code == 200
+
+
+def test_document_fetches_are_audited_refused_ones_too(fake_container, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pay.md").write_text("# Pay\n\nSalaries are paid on the 25th.\n")
+    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    report = service.ingest_paths([docs], acl=["group:hr"])
+    doc_id = report.files[0].doc_id
+    with running(create_app(container=fake_container)) as url:
+        assert httpx.get(f"{url}/v1/documents/{doc_id}", headers=auth("alice")).status_code == 200
+        for path in [f"/v1/documents/{doc_id}", f"/v1/documents/{doc_id}/file", "/v1/documents/nope"]:
+            assert httpx.get(url + path, headers=auth("bob")).status_code == 404, path  # not his to see, or gone
+    audit = fake_container.settings.data_dir / "audit" / "audit.jsonl"
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    seen = [(e["key"], e["route"], e["outcome"], e.get("requested")) for e in lines]
+    assert seen == [
+        ("alice", "/v1/documents/{doc_id}", "document shown", None),
+        ("bob", "/v1/documents/{doc_id}", "document refused", doc_id),
+        ("bob", "/v1/documents/{doc_id}/file", "file refused", doc_id),
+        ("bob", "/v1/documents/{doc_id}", "document refused", "nope"),
+    ]
+    assert lines[1]["retrieved"] == [] and "may see" in lines[1]["reason"]
+
+
+def test_keys_file_errors_say_where_but_never_quote_the_file(tmp_path):
+    from serving.auth import read_keys_file
+
+    path = tmp_path / "api_keys.yaml"
+    pasted = "rag-" + "k" * 43  # the key itself pasted where its hash belongs: the likeliest mistake
+    path.write_text(f"keys:\n  - name: ann\n    sha256: {pasted}\n    user: ann\n")
+    with pytest.raises(ConfigError) as raised:
+        read_keys_file(path)
+    assert str(path) in raised.value.message and "key #1, sha256" in raised.value.message
+    assert pasted not in raised.value.message
