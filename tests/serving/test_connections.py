@@ -13,7 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from rag.container import Container
+from rag.settings import load_settings
+from rag.store import ChromaStore
 from serving.app import create_app
+from tests.fakes import EchoEngine, HashEmbedder
 from tests.serving.server import running
 
 SLACK_S = 3.0  # the server must act within its timeout plus this
@@ -70,12 +74,15 @@ def problem_of(response: bytes) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def limited_url(fake_container) -> Iterator[str]:
-    server = fake_container.settings.server
-    server.keep_alive_timeout_s = server.header_timeout_s = server.body_timeout_s = 1.0
-    server.body_min_bytes_per_s = 1000
-    server.max_connections_per_client = 3
-    with running(create_app(container=fake_container)) as url:
+def limited_url(tmp_path) -> Iterator[str]:
+    limits = {"keep_alive_timeout_s": 1, "header_timeout_s": 1, "body_timeout_s": 1, "body_min_bytes_per_s": 1000}
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        server={"allow_anonymous": True, "max_connections_per_client": 3, **limits},
+    )
+    container = Container(settings, HashEmbedder(), EchoEngine(), ChromaStore(settings.data_dir / "chroma", "test"))
+    container.load()
+    with running(create_app(container=container)) as url:
         yield url
 
 
