@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP)
 
 serve: setup
-	$(BIN)/rag ingest --if-empty ingest/sample_corpus
+	$(BIN)/rag ingest --if-empty --public ingest/sample_corpus
 	$(BIN)/rag serve --host $(HOST) --port $(PORT) --allow-anonymous
 
 test: setup
@@ -31,7 +31,7 @@ test-fast: setup
 
 # rag eval on the bundled set with the embedded defaults; reports under eval-runs/<run id>.
 eval: setup
-	$(BIN)/rag ingest --if-empty ingest/sample_corpus
+	$(BIN)/rag ingest --if-empty --public ingest/sample_corpus
 	$(BIN)/rag eval
 
 # rag eval on the real-manual sets (apache2-doc, git-doc; installed with apt when missing), then the share of

@@ -40,7 +40,7 @@ def main() -> None:
         embed_load = time.perf_counter() - started
 
         service = IngestService(container.embedder, container.store, settings.chunking)
-        report = service.ingest_paths([args.corpus])
+        report = service.ingest_paths([args.corpus], acl=["public"])  # answered below without an identity
         chunks = report.chunks_embedded
         print(
             f"ingest: {len(report.files)} files, {chunks} chunks, {report.tokens_embedded} tokens in "

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "RAG_SERVER__LOG_FORMAT": "text",
             "RAG_PROMPT__ANSWER": "generate",  # measures the generating path (the default quotes, in ~0.1 s)
         }
-        rag(data_dir, "ingest", "--if-empty", str(SAMPLE_CORPUS), env=env)
+        rag(data_dir, "ingest", "--if-empty", "--public", str(SAMPLE_CORPUS), env=env)
         key = rag(data_dir, "keys", "create", "--user", "loadtest", "--name", f"load-{os.getpid()}", env=env)
         key = key.stdout.strip().splitlines()[-1]
         port = free_port()

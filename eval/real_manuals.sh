@@ -19,11 +19,11 @@ need() {  # need PACKAGE PATH
 need apache2-doc "$APACHE"
 need git-doc "$GITDOC"
 stamp=$(date +%Y%m%d-%H%M%S)
-"$BIN/rag" --data-dir data/eval-apache2 ingest --if-empty "$APACHE"
+"$BIN/rag" --data-dir data/eval-apache2 ingest --if-empty --public "$APACHE"
 # The first 200 HTML pages by relative path, as eval/bench_ingest.py's corpus_files picks them.
 mapfile -t pages < <("$BIN/python" -c 'from pathlib import Path; from eval.bench_ingest import corpus_files
 print("\n".join(map(str, corpus_files(Path("'"$GITDOC"'"), 200))))')
-"$BIN/rag" --data-dir data/eval-gitdoc ingest --if-empty "${pages[@]}"
+"$BIN/rag" --data-dir data/eval-gitdoc ingest --if-empty --public "${pages[@]}"
 for set in apache2 gitdoc; do
     "$BIN/rag" --data-dir "data/eval-$set" eval --dataset "eval/datasets/${set}_eval.jsonl" --out "eval-runs/$set-$stamp" "$@"
     "$BIN/python" -m eval.evidence_coverage --dataset "eval/datasets/${set}_eval.jsonl" --data-dir "data/eval-$set"

@@ -204,7 +204,7 @@ def ingest_for_eval(
     store = build_store(settings)
     service = make_ingest_service(settings, embedder, store)
     started = time.perf_counter()
-    report = service.ingest_paths(list(paths))
+    report = service.ingest_paths(list(paths), acl=["public"])  # searched below without an identity
     seconds = time.perf_counter() - started
     if not report.chunks_embedded:
         raise RuntimeError(f"{backend}: nothing was indexed: {report.summary()}")

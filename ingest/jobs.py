@@ -201,8 +201,8 @@ def safe_filename(name: str | None) -> str:
 
 
 def normalise_acl(tokens: Sequence[str] | None) -> list[str] | None:
-    """Validated ACL tokens (public, group:NAME, user:NAME); None leaves each document's ACL to its sidecar file,
-    the ACL map or what the registry holds (public for a new one)."""
+    """Validated ACL tokens (public, group:NAME, user:NAME); an empty list is refused. None leaves each document's
+    ACL to its sidecar file, the ACL map or what the registry holds (``ingest.default_access`` for a new one)."""
     if tokens is None:
         return None
     for entry in tokens:

@@ -368,7 +368,8 @@ class IngestService:
             return None, FileResult(path, "failed", error=message, code="unreadable", doc_id=doc_id)
         known = self.registry.document(doc_id)
         try:
-            tokens = document_tokens(path, acl, acl_map, known.acl if known and known.content_hash else None)
+            recorded = known.acl if known and known.content_hash else None
+            tokens = document_tokens(path, acl, acl_map, recorded, self.settings.default_access)
         except InvalidRequestError as exc:  # a bad sidecar file: this document fails, nothing is widened
             self.registry.record_failure(doc_id, str(path), exc.message)
             return None, FileResult(path, "failed", error=exc.message, code="acl_invalid", doc_id=doc_id)

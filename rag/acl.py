@@ -12,7 +12,7 @@ document shares at least one token with the caller. No identity means ``public``
 
 Where the tokens of a document come from, first match wins: explicit tokens for the ingest run (CLI flags, the
 admin API), a sidecar file beside the document (``<file>.acl``), a mapping file of folder globs
-(``--acl-map``), and otherwise ``public``.
+(``--acl-map``), what the registry recorded, and otherwise ``ingest.default_access`` (not public by default).
 """
 
 from __future__ import annotations
@@ -55,9 +55,15 @@ def parse_token(text: str) -> str:
 
 
 def normalize_tokens(tokens: Iterable[str]) -> list[str]:
-    """Sorted, unique, validated tokens; an empty list means public."""
+    """Sorted, unique, validated tokens. An empty list is refused: it used to mean public, so an ACL left empty
+    by mistake showed the document to everyone."""
     parsed = sorted({parse_token(t) for t in tokens if t.strip()})
-    return parsed or [PUBLIC]
+    if not parsed:
+        raise InvalidRequestError(
+            "the ACL is empty: give at least one token (public, group:NAME, user:NAME), or give no ACL at all "
+            "to get ingest.default_access"
+        )
+    return parsed
 
 
 def normalize_tags(tags: Iterable[str]) -> list[str]:
@@ -72,7 +78,11 @@ def normalize_tags(tags: Iterable[str]) -> list[str]:
 
 
 def legacy_tokens(entries: Iterable[str]) -> list[str]:
-    """Registries written before tokens were namespaced held bare group names: ``hr`` means ``group:hr``."""
+    """Registries written before tokens were namespaced held bare group names: ``hr`` means ``group:hr``. Such a
+    registry recorded no tokens as none (public then)."""
+    entries = [e for e in entries if e.strip()]
+    if not entries:
+        return [PUBLIC]
     return normalize_tokens(e if e == PUBLIC or ":" in e else f"group:{e}" for e in entries)
 
 
@@ -182,10 +192,15 @@ def sidecar_tokens(path: Path) -> list[str] | None:
 
 
 def document_tokens(
-    path: Path, explicit: list[str] | None, acl_map: AclMap | None, recorded: list[str] | None = None
+    path: Path,
+    explicit: list[str] | None,
+    acl_map: AclMap | None,
+    recorded: list[str] | None = None,
+    default: Sequence[str] = (),
 ) -> list[str]:
     """The ACL tokens one document gets: explicit, else its sidecar file, else the mapping file, else what the
-    registry recorded last time (a rerun without flags never widens access), else public."""
+    registry recorded last time (a rerun without flags never widens access), else ``default``
+    (``ingest.default_access``, not public unless an admin says so)."""
     if explicit is not None:
         return normalize_tokens(explicit)
     found = sidecar_tokens(path)
@@ -193,4 +208,4 @@ def document_tokens(
         found = acl_map.tokens_for(path)
     if found is None and recorded:
         found = legacy_tokens(recorded)
-    return found or [PUBLIC]
+    return found or normalize_tokens(default)

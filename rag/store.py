@@ -44,6 +44,14 @@ class ChromaStore:
         self._index_lock = threading.Lock()
         self._deleted = 0  # chunks deleted since the keyword index was last purged
 
+    def hold(self) -> None:
+        """Take the one-process hold on an embedded store now (first use takes it otherwise); StoreBusyError names
+        the process that has it. Nothing to hold with a Chroma server."""
+        if self.server is None and not self._holding:
+            self.path.mkdir(parents=True, exist_ok=True)
+            hold_store(self.path)
+            self._holding = True
+
     @property
     def collection(self):  # noqa: ANN201 - chromadb type is imported lazily
         if self._collection is None:
@@ -51,10 +59,7 @@ class ChromaStore:
             from chromadb.config import Settings as ChromaSettings
 
             quiet = ChromaSettings(anonymized_telemetry=False)
-            if self.server is None:
-                self.path.mkdir(parents=True, exist_ok=True)
-                hold_store(self.path)  # one process per embedded store: StoreBusyError names the one that has it
-                self._holding = True
+            self.hold()
             where = f"the Chroma server at {self.server[0]}:{self.server[1]}" if self.server else f"{self.path}"
             try:
                 if self.server is None:

@@ -49,8 +49,8 @@ class PathJobRequest(BaseModel):
     acl: list[str] | None = Field(
         None,
         description=(
-            "Who may see these documents: public, group:NAME, user:NAME. Null: each document's sidecar file "
-            "(<file>.acl), else what the registry holds, else public."
+            "Who may see these documents: public, group:NAME, user:NAME; an empty list is refused. Null: each "
+            "document's sidecar file (<file>.acl), else what the registry holds, else ingest.default_access."
         ),
     )
     prune: bool = Field(False, description="Also remove documents under these folders whose files are gone.")
@@ -148,12 +148,13 @@ async def submit_upload(
     container: ContainerDep,
     response: Response,
     acl: Annotated[
-        str | None, Form(description="Comma-separated ACL tokens (public, group:NAME, user:NAME); empty for none.")
+        str | None,
+        Form(description="Comma-separated ACL tokens (public, group:NAME, user:NAME); absent: ingest.default_access."),
     ] = None,
 ) -> dict:
     """Save the uploaded files (each at most server.max_upload_mb) and queue a job over them."""
     ready_container(container)
-    tokens = acl.split(",") if acl and acl.strip() else None
+    tokens = acl.split(",") if acl is not None else None  # sent but blank: refused, as an empty list
     try:
         job = await run_in_threadpool(jobs.submit_upload, [(f.filename, f.file) for f in files], tokens)
     finally:

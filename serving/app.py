@@ -25,6 +25,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     """Build the app; pass a ``container`` to reuse already loaded components (tests, embedding in a host)."""
     owns_container = container is None
     container = container or Container.from_settings(settings or Settings())
+    if owns_container:
+        # Now, not when the models load in the background: a second server on an embedded store another process
+        # holds fails at start, naming that process, instead of serving "not ready" for good.
+        container.store.hold()
     jobs = None
     if container.settings.server.admin_api:
         from ingest.jobs import JobManager

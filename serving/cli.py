@@ -54,7 +54,9 @@ def ingest(
     user: Annotated[
         list[str] | None, typer.Option("--user", "-u", help="ACL user that may see these documents (repeatable).")
     ] = None,
-    public: Annotated[bool, typer.Option("--public", help="Anyone may see these documents.")] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Anyone may see these documents (anonymous callers included).")
+    ] = False,
     acl_map: Annotated[
         Path | None, typer.Option(help="YAML file of folder globs to ACL tokens, for files without --group/--user.")
     ] = None,
@@ -65,7 +67,8 @@ def ingest(
     """Read, chunk, embed and store documents. Exit status 1 when any file failed.
 
     Access: --group/--user/--public for every file; otherwise a sidecar file <file>.acl (tokens such as
-    group:hr, user:bob, public), then --acl-map, then what the registry already holds, then public."""
+    group:hr, user:bob, public), then --acl-map, then what the registry already holds, then ingest.default_access
+    (group:admins unless set: not public)."""
     from ingest.pipeline import IngestService
     from rag.acl import AclMap, tokens_from
     from rag.container import build_embedder, build_store
@@ -158,6 +161,9 @@ docs_app = typer.Typer(no_args_is_help=True, help="List and delete ingested docu
 app.add_typer(docs_app, name="docs")
 
 
+_ONE_LINE = str.maketrans({"\t": " ", "\n": " ", "\r": " "})  # a field never splits a line or a column
+
+
 @docs_app.command("list")
 def docs_list(
     ctx: typer.Context,
@@ -171,11 +177,9 @@ def docs_list(
     if as_json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
         return
-    table = Table(show_edge=False)
-    for column in ("id", "status", "v", "chunks", "access", "ingested", "path"):
-        table.add_column(column)
-    for r in records:
-        table.add_row(
+    columns = ("id", "status", "v", "chunks", "access", "ingested", "path")
+    rows = [
+        (
             r.doc_id,
             r.status + (f" ({r.error})" if r.error else ""),
             str(r.version),
@@ -184,7 +188,20 @@ def docs_list(
             r.ingested_at or "",
             r.path,
         )
-    Console().print(table)
+        for r in records
+    ]
+    if not sys.stdout.isatty():
+        # Piped or redirected: whole values, one tab-separated line each (a table would cut them to the width of
+        # a terminal there is none of), so an admin can pass an id on to `rag docs delete`.
+        for row in (columns, *rows):
+            print("\t".join(value.translate(_ONE_LINE) for value in row))
+    else:
+        table = Table(show_edge=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
     console.print(f"{len(records)} documents")
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from rag.documents import DocumentPreview, original_file, preview
@@ -25,11 +25,13 @@ router = APIRouter()
 
 
 class ChatTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
     content: str = Field(max_length=8000)
 
 
 class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field (`top-k`, `filter`) is a 400, not ignored
     question: str = Field(min_length=1, max_length=4000, description="What the employee asks.")
     top_k: int | None = Field(None, ge=1, le=100, description="Chunks to retrieve; default from settings.")
     max_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens.")
@@ -44,6 +46,7 @@ class QueryRequest(BaseModel):
 
 
 class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=4000)
     top_k: int | None = Field(None, ge=1, le=100)
     filters: SearchFilters | None = Field(None, description="Only search documents that match these.")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from rag.answering import TextDelta
@@ -25,9 +25,16 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # OpenAI's message fields are accepted (a client replays its history as it got it); anything else is refused.
+    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict] | None = None
+    name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[dict] | None = None
+    tool_call_id: str | None = None
+    function_call: dict | None = None
+    audio: dict | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -35,8 +42,32 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+# OpenAI request fields this server cannot honour, with the values that ask for nothing (what a client that does
+# not use the feature sends): any other value is refused with a 400 that names the field, never silently ignored.
+NOT_SUPPORTED: dict[str, tuple[tuple[object, ...], str]] = {
+    "n": ((None, 1), "this server returns one choice per request: send n 1 or leave it out"),
+    "logprobs": ((None, False), "log probabilities are not returned: leave logprobs out"),
+    "top_logprobs": ((None, 0), "log probabilities are not returned: leave top_logprobs out"),
+    "tools": ((None, []), "tool calls are not supported: leave tools out"),
+    "tool_choice": ((None, "none", "auto"), "tool calls are not supported: leave tool_choice out"),
+    "functions": ((None, []), "function calls are not supported: leave functions out"),
+    "function_call": ((None, "none", "auto"), "function calls are not supported: leave function_call out"),
+    "response_format": ((None, {"type": "text"}), "only text answers: leave response_format out"),
+    "modalities": ((None, ["text"]), "only text answers: leave modalities out"),
+    "audio": ((None,), "audio output is not supported: leave audio out"),
+    "frequency_penalty": ((None, 0, 0.0), "penalties are not supported: leave frequency_penalty out or send 0"),
+    "presence_penalty": ((None, 0, 0.0), "penalties are not supported: leave presence_penalty out or send 0"),
+    "logit_bias": ((None, {}), "logit_bias is not supported: leave it out"),
+    "web_search_options": ((None,), "web search is not available here (nothing leaves the machine)"),
+}
+
+
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """OpenAI's chat request. Fields OpenAI defines are accepted; those that change nothing here (metadata, store,
+    service tier, cache and safety ids, hints for reasoning models) are ignored, those asking for something this
+    server cannot do are refused unless they ask for nothing (``NOT_SUPPORTED``), and any other field is a 400."""
+
+    model_config = ConfigDict(extra="forbid")
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
@@ -54,6 +85,38 @@ class ChatCompletionRequest(BaseModel):
             "document text and no citations; e.g. for an evaluation judge."
         ),
     )
+    stream_options: dict | None = Field(None, description="Accepted; usage always comes in the last chunk.")
+    metadata: dict | None = Field(None, description="Accepted and ignored.")
+    store: bool | None = Field(None, description="Accepted and ignored: nothing is stored beyond the audit log.")
+    service_tier: str | None = Field(None, description="Accepted and ignored.")
+    parallel_tool_calls: bool | None = Field(None, description="Accepted and ignored (no tools).")
+    prompt_cache_key: str | None = Field(None, description="Accepted and ignored.")
+    safety_identifier: str | None = Field(None, description="Accepted and ignored.")
+    reasoning_effort: str | None = Field(None, description="Accepted and ignored.")
+    verbosity: str | None = Field(None, description="Accepted and ignored.")
+    prediction: dict | None = Field(None, description="Accepted and ignored.")
+    n: int | None = Field(None, description="Only 1.")
+    logprobs: bool | None = Field(None, description="Only false.")
+    top_logprobs: int | None = Field(None, description="Only 0.")
+    tools: list[dict] | None = Field(None, description="Only empty.")
+    tool_choice: str | dict | None = Field(None, description="Only none or auto.")
+    functions: list[dict] | None = Field(None, description="Only empty.")
+    function_call: str | dict | None = Field(None, description="Only none or auto.")
+    response_format: dict | None = Field(None, description='Only {"type": "text"}.')
+    modalities: list[str] | None = Field(None, description='Only ["text"].')
+    audio: dict | None = Field(None, description="Not supported.")
+    frequency_penalty: float | None = Field(None, description="Only 0.")
+    presence_penalty: float | None = Field(None, description="Only 0.")
+    logit_bias: dict | None = Field(None, description="Only empty.")
+    web_search_options: dict | None = Field(None, description="Not supported.")
+
+    @field_validator(*NOT_SUPPORTED)
+    @classmethod
+    def _asks_for_nothing(cls, value: object, info: ValidationInfo) -> object:
+        allowed, fix = NOT_SUPPORTED[info.field_name]
+        if value not in allowed:
+            raise ValueError(f"{json.dumps(value)} is not supported: {fix}")
+        return value
 
 
 def question_of(request: ChatCompletionRequest) -> str:

@@ -63,7 +63,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body")
-        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first.get("type") == "extra_forbidden":  # a misspelt or unsupported field is refused, never ignored
+            message = "unknown field: remove it or fix its name (GET /openapi.json lists the fields)"
+        detail = f"{where}: {message}" if where else message
         return problem(
             400, "invalid_request", "Invalid request", f"{detail}: fix the request body and retry", param=where or None
         )

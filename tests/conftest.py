@@ -109,7 +109,10 @@ def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = load_settings(data_dir=data_dir)
     container = Container.from_settings(settings)
     container.load(llm=False)
-    report = IngestService(container.embedder, container.store, settings.chunking).ingest_paths([SAMPLE_CORPUS])
+    report = IngestService(container.embedder, container.store, settings.chunking).ingest_paths(
+        [SAMPLE_CORPUS],
+        acl=["public"],  # as `make serve` ingests it: the quick start asks without a key
+    )
     assert report.ok, report.summary()
     container.store.close()  # one process per embedded store: let the session's other users open it
     return data_dir

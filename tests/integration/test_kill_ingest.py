@@ -8,7 +8,7 @@ parsing, embedding, Chroma writes, stale-chunk deletion or registry commits. Aft
 - every chunk is findable: a query with its own vector returns it, with its text;
 - every registry row is ``indexed`` at the file's current hash.
 
-The seed is printed, so a failing round can be replayed with RAG_KILL_SEED.
+The seed is printed, so a failing round can be replayed with RAG_TEST_KILL_SEED.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def expected_ids(chunker: Chunker, corpus: Path) -> dict[str, set[str]]:
 
 
 def test_kill_9_at_random_points_then_rerun_leaves_exactly_the_right_chunks(tmp_path: Path):
-    seed = int(os.environ.get("RAG_KILL_SEED", random.randrange(1_000_000)))
+    seed = int(os.environ.get("RAG_TEST_KILL_SEED", random.randrange(1_000_000)))
     print(f"kill test seed {seed}")
     rng = random.Random(seed)
     corpus = tmp_path / "corpus"

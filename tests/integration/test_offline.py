@@ -61,7 +61,7 @@ def test_ingest_ask_and_serve_with_no_route_out(real_container, tmp_path: Path):
     script = f"""
         set -e
         ip link set lo up
-        {rag} ingest {SAMPLE_CORPUS}
+        {rag} ingest --public {SAMPLE_CORPUS}
         {rag} ask --json "{QUESTION}" > {tmp_path}/ask.json
         {rag} serve --port {port} --allow-anonymous > {tmp_path}/serve.log 2>&1 &
         server=$!

@@ -155,7 +155,7 @@ def test_access_control_on_the_real_path(real_container, tmp_path: Path):
     (docs / "handbook.md").write_text("# Handbook\n\nSalaries are paid on the last working day of the month.\n")
     service = IngestService(container.embedder, container.store, settings.chunking)
     service.ingest_paths([docs / "salary-bands.md"], acl=["group:hr"])
-    service.ingest_paths([docs / "handbook.md"])
+    service.ingest_paths([docs / "handbook.md"], acl=["public"])
     question = "What is the salary band for a senior engineer?"
 
     alice = container.answers.answer(question, identity=Identity.of("alice", ["hr"]))

@@ -37,7 +37,7 @@ def test_keys_json_logs_and_graceful_shutdown(real_container, tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    assert rag(data_dir, "ingest", str(docs)).returncode == 0
+    assert rag(data_dir, "ingest", "--group", "it", str(docs)).returncode == 0
     created = rag(data_dir, "keys", "create", "--user", "ann", "--group", "it", "--name", "ann-laptop")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
@@ -101,3 +101,24 @@ def test_keys_json_logs_and_graceful_shutdown(real_container, tmp_path: Path):
     assert messages.index("Application shutdown complete.") > lines.index(access[-1])
     audit = [json.loads(line) for line in (data_dir / "audit" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["request_id"] == "graceful-stop-1" and audit[-1]["user"] == "ann"
+
+
+def test_a_second_server_on_a_held_store_exits_naming_the_holder(tmp_path: Path):
+    """Embedded Chroma allows one process per store. This process holds it, as a running `rag serve` would: a
+    second `rag serve` must exit at once with the holder's pid (as `rag ingest` does), not stay up unready."""
+    from rag.locking import hold_store, release_store
+
+    data_dir = tmp_path / "data"
+    hold_store(data_dir / "chroma", "rag serve (the first)")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "serving.cli", "--data-dir", str(data_dir), "serve", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=120,  # before: it never exited
+        )
+    finally:
+        release_store(data_dir / "chroma")
+    said = " ".join((second.stdout + second.stderr).split())
+    assert second.returncode == 2, said
+    assert "is open in another process" in said and f"pid {os.getpid()}" in said

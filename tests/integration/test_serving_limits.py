@@ -51,7 +51,7 @@ def server(real_container, tmp_path_factory):
     docs = tmp / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs])
+    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
     with running(create_app(container=container)) as url:
         yield url, container
     engine.close()

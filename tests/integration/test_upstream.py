@@ -72,7 +72,7 @@ def front(real_container, tmp_path: Path, upstreams: list[dict]) -> Container:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs])
+    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
     return container
 
 

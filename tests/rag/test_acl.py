@@ -46,7 +46,7 @@ def corpus(fake_container, tmp_path: Path):
     service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
     service.ingest_paths([docs / "hr.md"], acl=["group:hr"])
     service.ingest_paths([docs / "finance.md"], acl=["group:finance", "user:cfo"])
-    service.ingest_paths([docs / "handbook.md", docs / "notice.md"])  # no flags: public
+    service.ingest_paths([docs / "handbook.md", docs / "notice.md"], acl=["public"])
     ids = {name: document_id((docs / name).resolve()) for name in files}
     return fake_container, service, docs, ids
 
@@ -189,10 +189,10 @@ def test_acl_sources_flags_sidecar_map_and_registry(tmp_path: Path):
     assert document_tokens(doc, None, mapping) == ["group:payroll", "user:ann"]  # sidecar beats the map
     assert document_tokens(doc, ["group:x"], mapping) == ["group:x"]  # flags beat both
     assert document_tokens(tmp_path / "x.md", None, None, recorded=["hr"]) == ["group:hr"]  # never widened
-    assert document_tokens(tmp_path / "x.md", None, None) == ["public"]
+    assert document_tokens(tmp_path / "x.md", None, None, default=["group:admins"]) == ["group:admins"]
     assert tokens_from(["hr"], ["bob"]) == ["group:hr", "user:bob"] and tokens_from() is None
     assert tokens_from(public=True) == ["public"]
-    assert legacy_tokens(["hr", "public"]) == ["group:hr", "public"] and normalize_tokens([]) == ["public"]
+    assert legacy_tokens(["hr", "public"]) == ["group:hr", "public"]
     with pytest.raises(InvalidRequestError, match="no namespace"):
         normalize_tokens(["hr"])
     with pytest.raises(InvalidRequestError, match="unknown ACL namespace"):
@@ -259,3 +259,31 @@ def test_tags_from_ingest_filter_both_legs_and_never_widen_access(corpus):
         assert container.retriever.retrieve("salary", 10, identity=BOB, mode=mode, filters=tagged) == []
     with pytest.raises(InvalidRequestError, match="invalid tag"):
         service.ingest_paths([docs / "hr.md"], tags=["no spaces allowed"])
+
+
+def test_a_document_given_no_access_gets_ingest_default_access_never_public(fake_container, tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "handbook.md").write_text(PUBLIC)
+    (docs / "empty-sidecar.md").write_text(HR)
+    (docs / "empty-sidecar.md.acl").write_text("# nobody listed\n")
+    settings = fake_container.settings
+    service = IngestService.from_settings(settings, fake_container.embedder, fake_container.store)
+    assert settings.ingest.default_access == ["group:admins"]
+    report = service.ingest_paths([docs])  # no flags, no map, a new document: the default, not public
+    [failed] = report.failed  # an empty sidecar is refused, not read as public
+    assert failed.path.name == "empty-sidecar.md" and "ACL is empty" in failed.error
+    handbook = document_id((docs / "handbook.md").resolve())
+    assert service.registry.document(handbook).acl == ["group:admins"]
+    assert fake_container.retriever.retrieve("When is lunch?", 5, identity=NOBODY) == []
+    admin = Identity.of("root", ["admins"])
+    assert sources(fake_container.retriever.retrieve("When is lunch?", 5, identity=admin)) == {"handbook.md"}
+    empty = service.ingest_paths([docs / "handbook.md"], acl=[])  # an empty list: refused, access unchanged
+    assert empty.failed and "ACL is empty" in empty.failed[0].error
+    assert service.registry.document(handbook).acl == ["group:admins"]
+
+    staff = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"default_access": ["public"]})})
+    other = tmp_path / "other.md"
+    other.write_text("# Parking\n\nThe car park closes at ten in the evening.\n")
+    IngestService.from_settings(staff, fake_container.embedder, fake_container.store).ingest_paths([other])
+    assert service.registry.document(document_id(other.resolve())).acl == ["public"]  # as `make serve` sets it

@@ -11,7 +11,9 @@ def ingest(container, folder: Path, files: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (folder / name).write_text(text)
-    report = IngestService(container.embedder, container.store, container.settings.chunking).ingest_paths([folder])
+    report = IngestService(container.embedder, container.store, container.settings.chunking).ingest_paths(
+        [folder], acl=["public"]
+    )
     assert report.ok, report.summary()
 
 

@@ -134,7 +134,7 @@ def test_chunks_mode_answers_are_checked_on_a_llama_architecture_model(tiny_llm,
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "memory.md").write_text("# Memory\n\nThe default is four megabytes (4MB). It is set per operation.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs])
+    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
     question = "What is the default memory per operation?"
     try:
         final = container.answers.answer(question)

@@ -47,7 +47,7 @@ def test_reranker_orders_filters_and_keeps_to_permitted_chunks(fake_container, t
         (docs / f"p{i}.md").write_text(f"# Policy {i}\n\nThe travel policy rule number {i} covers trains.\n")
     (docs / "secret.md").write_text("# Secret\n\nThe travel policy for the board covers private jets.\n")
     service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
-    service.ingest_paths([docs / f"p{i}.md" for i in range(6)])
+    service.ingest_paths([docs / f"p{i}.md" for i in range(6)], acl=["public"])
     service.ingest_paths([docs / "secret.md"], acl=["group:board"])
 
     keep_all = CrossEncoderReranker(tiny_cross_encoder, threshold=float("-inf"))

@@ -53,3 +53,63 @@ def test_unknown_setting_is_refused(tmp_path: Path):
     profile.write_text("retreival:\n  top_k: 3\n")
     with pytest.raises(ConfigError, match="retreival"):
         load_settings(profile)
+
+
+@pytest.mark.parametrize(
+    ("content", "fix"),
+    [
+        # The weight pin, misspelt: before, the weights went unchecked without a word.
+        ("llm:\n  sha_256: " + "0" * 64 + "\n", "llm.sha_256 is not a setting: did you mean llm.sha256?"),
+        ("retrieval:\n  topk: 9\n", "retrieval.topk is not a setting: did you mean retrieval.top_k?"),
+        (
+            "server:\n  admin_path: [/srv/docs]\n",
+            "server.admin_path is not a setting: did you mean server.admin_paths?",
+        ),
+        ("eval:\n  api_prices:\n    mine: {input_per_milion: 1, output_per_million: 2}\n", "did you mean "),
+    ],
+)
+def test_a_typo_in_any_section_of_a_profile_is_refused_with_the_nearest_name(tmp_path: Path, content: str, fix: str):
+    profile = tmp_path / "typo.yaml"
+    profile.write_text(content)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(profile)
+    assert fix in raised.value.message and str(profile) in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "fix"),
+    [
+        ("RAG_RETRIVAL__TOP_K", "did you mean RAG_RETRIEVAL__TOP_K?"),
+        ("RAG_LLM__SHA_256", "did you mean RAG_LLM__SHA256?"),
+        ("RAG_SERVER__ADMIN_PATH", "did you mean RAG_SERVER__ADMIN_PATHS?"),
+        ("RAG_TOPK", "the top level has: data_dir, collection"),
+    ],
+)
+def test_an_unknown_rag_variable_is_refused_with_the_nearest_name(monkeypatch: pytest.MonkeyPatch, name: str, fix: str):
+    monkeypatch.setenv(name, "9")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert name in raised.value.message and fix in raised.value.message
+
+
+def test_rag_variables_that_are_not_settings_are_left_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        "llm:\n  mode: openai\n  upstream: {url: 'http://gpu-1:8000/v1', model: m, api_key_env: RAG_GPU_KEY}\n"
+    )
+    monkeypatch.setenv("RAG_CONFIG", str(profile))
+    monkeypatch.setenv("RAG_GPU_KEY", "secret")  # named by llm.upstream.api_key_env
+    monkeypatch.setenv("RAG_JUDGE_API_KEY", "secret")  # eval.judge_api_key_env's default
+    monkeypatch.setenv("RAG_TEST_ARTIFACTS", str(tmp_path))  # the test suite's own
+    monkeypatch.setenv("RAG_LLM__MAX_NEW_TOKENS", "30")
+    settings = load_settings()
+    assert settings.llm.upstream.api_key_env == "RAG_GPU_KEY" and settings.llm.max_new_tokens == 30
+
+
+def test_ingest_default_access_is_not_public_and_refuses_an_empty_list():
+    assert load_settings().ingest.default_access == ["group:admins"]
+    assert load_settings(ingest={"default_access": ["public"]}).ingest.default_access == ["public"]
+    with pytest.raises(ConfigError, match="ingest.default_access"):
+        load_settings(ingest={"default_access": []})
+    with pytest.raises(ConfigError, match="no namespace"):
+        load_settings(ingest={"default_access": ["staff"]})

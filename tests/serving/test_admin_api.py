@@ -406,3 +406,28 @@ def test_safe_filename():
     for bad in ["", "..", ".", "dir/", "../..", None]:
         with pytest.raises(InvalidRequestError):
             safe_filename(bad)
+
+
+def test_an_empty_acl_is_refused_and_no_acl_means_ingest_default_access(tmp_path, docs):
+    container = admin_container(tmp_path, admin_paths=[str(docs)])
+    with (
+        running(create_app(container=container)) as url,
+        httpx.Client(base_url=url, timeout=30, headers=auth("admin")) as client,
+    ):
+        empty = client.post("/v1/admin/ingest/jobs", json={"paths": [str(docs)], "acl": []})
+        assert empty.status_code == 400 and "ACL is empty" in empty.json()["detail"]
+        blank = client.post(
+            "/v1/admin/ingest/uploads", files=[("files", ("a.md", b"# A\n\nText.\n"))], data={"acl": " "}
+        )
+        assert blank.status_code == 400 and "ACL is empty" in blank.json()["detail"]
+        assert client.get("/v1/admin/ingest/jobs").json()["count"] == 0  # nothing queued
+
+        upload = [("files", ("guide.md", b"# Guide\n\nPrinters are on the second floor.\n", "text/markdown"))]
+        uploaded = wait_job(client, client.post("/v1/admin/ingest/uploads", files=upload).json()["id"])
+        job = wait_job(
+            client, client.post("/v1/admin/ingest/jobs", json={"paths": [str(docs / "notes.txt")]}).json()["id"]
+        )
+        for done in (uploaded, job):
+            assert done["state"] == "succeeded" and done["acl"] is None, done
+            record = client.get(f"/v1/admin/documents/{done['files'][0]['doc_id']}").json()
+            assert record["acl"] == ["group:admins"]  # ingest.default_access: not public

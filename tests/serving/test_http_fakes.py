@@ -23,7 +23,9 @@ def base_url(fake_container, tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking).ingest_paths([docs])
+    IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking).ingest_paths(
+        [docs], acl=["public"]
+    )
     with running(create_app(container=fake_container)) as url:
         yield url
 
@@ -169,3 +171,36 @@ def test_keys_file_errors_say_where_but_never_quote_the_file(tmp_path):
         read_keys_file(path)
     assert str(path) in raised.value.message and "key #1, sha256" in raised.value.message
     assert pasted not in raised.value.message
+
+
+def test_unknown_or_unsupported_body_fields_are_refused_naming_the_field(base_url):
+    question = [{"role": "user", "content": "How long must passphrases be?"}]
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key=TEST_KEYS["alice"][0], max_retries=0)
+    # What the official client sends for fields that ask for nothing here is accepted.
+    one = client.chat.completions.create(
+        model="echo", messages=question, n=1, stream_options=None, metadata={"ticket": "42"}, presence_penalty=0
+    )
+    assert "14 characters" in one.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as three:  # three answers asked for: never one silently
+        client.chat.completions.create(model="echo", messages=question, n=3)
+    assert three.value.body["param"] == "n" and "one choice" in three.value.body["message"]
+    cases = [
+        ("/v1/chat/completions", {"messages": question, "filters": {"tags": ["hr"]}}, "filters"),
+        ("/v1/chat/completions", {"messages": [{**question[0], "nmae": "ann"}]}, "messages.0.nmae"),
+        ("/v1/query", {"question": "passphrases?", "top-k": 3}, "top-k"),
+        ("/v1/query", {"question": "passphrases?", "filters": {"ingested_after": "yesterday"}}, "ingested_after"),
+        ("/v1/retrieve", {"query": "passphrases", "filter": {"tags": ["hr"]}}, "filter"),
+        ("/v1/retrieve", {"query": "passphrases", "filters": {"ingested_before": "2025-13-01"}}, "ingested_before"),
+    ]
+    for route, body, field in cases:
+        response = httpx.post(base_url + route, json=body, headers={"Authorization": f"Bearer {TEST_KEYS['alice'][0]}"})
+        assert response.status_code == 400, (route, body, response.text)
+        assert response.json()["error"]["param"].endswith(field) and field in response.json()["detail"]
+    dated = httpx.post(
+        base_url + "/v1/retrieve", json={"query": "passphrases", "filters": {"ingested_after": "2000-01-01"}}
+    )
+    assert dated.status_code == 200 and dated.json()["chunks"]
+    later = httpx.post(
+        base_url + "/v1/retrieve", json={"query": "passphrases", "filters": {"ingested_after": "2999-01-01T00:00:00Z"}}
+    )
+    assert later.status_code == 200 and later.json()["chunks"] == []

@@ -34,7 +34,7 @@ def api_url(tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, app_settings.chunking).ingest_paths([docs])
+    IngestService(container.embedder, container.store, app_settings.chunking).ingest_paths([docs], acl=["public"])
     with running(create_app(container=container)) as url:
         yield url
     container.store.close()
