@@ -16,10 +16,12 @@ indexed version, a version counter, ACL groups and a status:
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,8 @@ from pathlib import Path
 
 from rag.errors import StoreError
 from rag.schemas import SearchFilters
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -455,6 +459,17 @@ class DocStore:
         """Rewrite the keyword index without the entries of deleted chunks. FTS5 only marks them deleted until
         its segments merge; with ``secure_delete`` the freed pages are then overwritten. Run after deletions."""
         self._write("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+        self.truncate_log()
+
+    def truncate_log(self) -> None:
+        """Copy the write-ahead log into the file and empty it. The log keeps earlier images of the pages, the
+        deleted texts in them, until it is overwritten or truncated; a search holding a snapshot delays this."""
+        with self._lock:
+            for _ in range(100):
+                if self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return
+                time.sleep(0.05)
+        log.warning("the write-ahead log of %s is still in use; it is truncated when the store closes", self.path)
 
     # -- access and filters -----------------------------------------------------------------------------------
 
