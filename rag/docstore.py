@@ -15,11 +15,15 @@ indexed version, a version counter, ACL groups and a status:
 
 from __future__ import annotations
 
+import heapq
 import json
+import logging
+import math
 import queue
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +33,8 @@ from pathlib import Path
 
 from rag.errors import StoreError
 from rag.schemas import SearchFilters
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -52,7 +58,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     id     TEXT PRIMARY KEY,
     doc_id TEXT NOT NULL,
     text   TEXT NOT NULL,
-    search TEXT NOT NULL DEFAULT ''
+    search TEXT NOT NULL DEFAULT '',
+    length INTEGER NOT NULL DEFAULT 0  -- words in search, for BM25's length normalisation
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +78,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     search, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_instances USING fts5vocab(chunks_fts, 'instance');
 CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts(rowid, search) VALUES (new.rowid, new.search);
 END;
@@ -120,6 +128,12 @@ _STOP = frozenset(
 
 
 COMMON_FLOOR = 2000  # chunks: below this a word is never left out of the keyword leg
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
+
+
+def word_count(text: str) -> int:
+    """Words as the keyword index counts them (stop words included): a chunk's length for BM25."""
+    return len(_TERM.findall(text.lower()))
 
 
 def fts_terms(text: str, max_terms: int = 32) -> list[str]:
@@ -141,6 +155,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "search" not in columns:
         conn.execute("ALTER TABLE chunks ADD COLUMN search TEXT NOT NULL DEFAULT ''")
         conn.execute("UPDATE chunks SET search = text")
+    if "length" not in columns:
+        conn.execute("ALTER TABLE chunks ADD COLUMN length INTEGER NOT NULL DEFAULT 0")
+        rows = conn.execute("SELECT rowid, search FROM chunks").fetchall()
+        conn.executemany("UPDATE chunks SET length = ? WHERE rowid = ?", [(word_count(t), r) for r, t in rows])
     had_index = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone() is not None
     conn.executescript(KEYWORD_SCHEMA)
     if not had_index:
@@ -170,6 +188,8 @@ class DocStore:
         # counts as a possible change of access.
         self.shared = False
         self._watch: sqlite3.Connection | None = None
+        self._chunk_writes = 0  # bumped by chunk writes: the keyword statistics cache keys on it
+        self._stats: dict[tuple, tuple[int, float]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -423,10 +443,12 @@ class DocStore:
         unless its searchable text (which holds the title and heading path) changed."""
         if rows:
             self._write(
-                "INSERT INTO chunks(id, doc_id, text, search) VALUES(?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "text = excluded.text, search = excluded.search WHERE chunks.search IS NOT excluded.search",
-                list(rows),
+                "INSERT INTO chunks(id, doc_id, text, search, length) VALUES(?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                "SET text = excluded.text, search = excluded.search, length = excluded.length "
+                "WHERE chunks.search IS NOT excluded.search",
+                [(*row, word_count(row[3])) for row in rows],
             )
+            self._chunk_writes += 1
 
     def texts(self, ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -446,6 +468,7 @@ class DocStore:
     def delete_chunks(self, ids: Sequence[str]) -> None:
         if ids:
             self._write("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
+            self._chunk_writes += 1
 
     def check_keyword_index(self) -> None:
         """Raise ``sqlite3.DatabaseError`` unless the keyword index matches the chunk texts exactly."""
@@ -455,6 +478,17 @@ class DocStore:
         """Rewrite the keyword index without the entries of deleted chunks. FTS5 only marks them deleted until
         its segments merge; with ``secure_delete`` the freed pages are then overwritten. Run after deletions."""
         self._write("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+        self.truncate_log()
+
+    def truncate_log(self) -> None:
+        """Copy the write-ahead log into the file and empty it. The log keeps earlier images of the pages, the
+        deleted texts in them, until it is overwritten or truncated; a search holding a snapshot delays this."""
+        with self._lock:
+            for _ in range(100):
+                if self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return
+                time.sleep(0.05)
+        log.warning("the write-ahead log of %s is still in use; it is truncated when the store closes", self.path)
 
     # -- access and filters -----------------------------------------------------------------------------------
 
@@ -513,19 +547,74 @@ class DocStore:
     ) -> list[tuple[str, float]]:
         """BM25 over the chunks of the documents a caller with ``tokens`` may see (narrowed by ``filters``):
         (chunk id, score), best first, higher is better. The access filter is part of the SQL query, checked for
-        every match before the limit, so a very selective filter still returns the permitted matches."""
-        terms = self.selective_terms(query, common_share)
-        if not terms:
+        every match before the limit, so a very selective filter still returns the permitted matches.
+
+        The statistics BM25 weighs words by (how many chunks hold each word, how many chunks there are, their
+        mean length) are those of the caller's chunks only: FTS5's own ``bm25()`` counts every chunk, so a
+        caller could tell from the scores whether documents hidden from them hold a word. Which words are too
+        common to search (``common_share``) is decided on the caller's chunks too."""
+        words = fts_terms(query)
+        if not words:
             return []
         where, params = self._visible(tokens, filters)
-        match = " OR ".join(f'"{t}"' for t in terms)
-        sql = (
-            "SELECT c.id, -bm25(chunks_fts) FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-            f"WHERE chunks_fts MATCH ? AND EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where}) "
-            "ORDER BY bm25(chunks_fts) LIMIT ?"
-        )
+        visible = f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where})"
+        hits: dict[str, list[tuple[str, int, int]]] = {}
         with self._reader() as conn:
-            return [(cid, float(score)) for cid, score in conn.execute(sql, [match, *params, top_k])]
+            total, mean_length = self._visible_stats(conn, visible, params, tokens, filters)
+            limit = max(common_share * total, COMMON_FLOOR)  # a small index is fast anyway: keep every word
+            marks = ",".join("?" * len(words))
+            anywhere = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", words))
+            # A word in at most ``limit`` chunks of all is in at most that many of the caller's: kept, uncounted.
+            # The others are counted among the caller's chunks (the count over all only saves that work).
+            counts = {w: anywhere[w] for w in words if anywhere.get(w, 0) and anywhere[w] <= limit}
+            for word in (w for w in words if anywhere.get(w, 0) > limit):
+                counts[word] = conn.execute(
+                    "SELECT count(*) FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+                    f"WHERE chunks_fts MATCH ? AND {visible}",
+                    [f'"{word}"', *params],
+                ).fetchone()[0]
+            ordered = sorted((w for w in counts if counts[w]), key=lambda w: counts[w])
+            chosen = [w for w in ordered if counts[w] <= limit] or ordered[:2]
+            for word in chosen:
+                found = conn.execute(
+                    "SELECT c.id, v.n, c.length FROM (SELECT doc, count(*) AS n FROM chunks_instances WHERE term = ? "
+                    f"GROUP BY doc) v JOIN chunks c ON c.rowid = v.doc WHERE {visible}",
+                    [word, *params],
+                ).fetchall()
+                if found:
+                    hits[word] = found
+        if not hits:
+            return []
+        scores: dict[str, float] = {}
+        for word in hits:
+            df = len(hits[word])
+            idf = max(math.log((total - df + 0.5) / (df + 0.5)), 1e-6)  # as FTS5: a word in most chunks adds ~0
+            for chunk_id, tf, length in hits[word]:
+                norm = BM25_K1 * (1 - BM25_B + BM25_B * length / mean_length)
+                scores[chunk_id] = scores.get(chunk_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
+        best = heapq.nlargest(top_k, scores.items(), key=lambda item: (item[1], item[0]))
+        return [(chunk_id, score) for chunk_id, score in best]
+
+    def _visible_stats(
+        self, conn: sqlite3.Connection, visible: str, params: list, tokens: Iterable[str], filters: SearchFilters | None
+    ) -> tuple[int, float]:
+        """(chunks, mean length) over the caller's chunks; cached until chunks or access change."""
+        key = (
+            tuple(sorted(set(tokens))),
+            filters.model_dump_json() if filters else None,
+            self.access_generation,
+            self._chunk_writes,
+        )
+        found = self._stats.get(key)
+        if found is None:
+            count, length = conn.execute(
+                f"SELECT count(*), total(c.length) FROM chunks c WHERE {visible}", params
+            ).fetchone()
+            found = (max(count, 1), (length / count if count and length else 1.0))
+            if len(self._stats) > 256:
+                self._stats.clear()
+            self._stats[key] = found
+        return found
 
     def texts_mentioning(
         self, phrase: str, tokens: Iterable[str], filters: SearchFilters | None = None, limit: int = 50
@@ -545,19 +634,3 @@ class DocStore:
         match = '"' + " ".join(folded).replace('"', "") + '"'
         with self._reader() as conn:
             return [text for (text,) in conn.execute(sql, [match, *params, limit])]
-
-    def selective_terms(self, query: str, max_share: float = 0.02, keep: int = 2) -> list[str]:
-        """The query's words as the keyword index spells them, without the very common ones: a word in more than
-        ``max_share`` of all chunks (and in more than ``COMMON_FLOOR`` chunks) adds little to BM25 but makes it
-        score much of the index. The ``keep`` rarest words stay even when all are common."""
-        words = fts_terms(query)
-        if not words:
-            return []
-        with self._reader() as conn:
-            total = conn.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
-            marks = ",".join("?" * len(words))
-            found = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", words))
-        present = sorted((found[w], w) for w in words if w in found)
-        limit = max(max_share * total, COMMON_FLOOR)  # a small index is fast anyway: keep every word
-        chosen = [w for df, w in present if df <= limit] or [w for _, w in present[:keep]]
-        return chosen

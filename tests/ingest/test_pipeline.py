@@ -6,7 +6,7 @@ import pytest
 
 from ingest.chunking import document_id
 from ingest.pipeline import IngestService
-from rag.errors import ConfigError, NotFoundError
+from rag.errors import ConfigError
 from rag.store import ChromaStore
 from tests.fakes import HashEmbedder
 
@@ -93,31 +93,6 @@ def test_prune_removes_documents_whose_files_are_gone(fake_settings, tmp_path: P
     assert not old_ids & service.store.all_ids()
     assert not old_ids & service.store.docstore.chunk_ids()
     assert [Path(r.path).name for r in service.registry.documents()] == ["policy.md"]
-
-
-def test_delete_removes_the_text_from_disk_not_only_the_vectors(fake_settings, tmp_path: Path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    marker = "Zebrafish7731 is the secret project codename"
-    (docs / "secret.md").write_text(f"# Secret\n\n{marker}.\n")
-    (docs / "policy.md").write_text(POLICY)
-    service = service_for(fake_settings.data_dir, fake_settings)
-    service.ingest_paths([docs])
-
-    def files_containing(needle: bytes) -> list[str]:
-        return [str(p) for p in fake_settings.data_dir.rglob("*") if p.is_file() and needle in p.read_bytes()]
-
-    assert files_containing(b"Zebrafish7731")  # the text is stored (in the document store)
-    secret_id = document_id(docs / "secret.md")
-    record = service.delete_document(secret_id)
-    assert record.path.endswith("secret.md")
-    service.store.docstore.close()  # flush SQLite's WAL into the main file before looking at the bytes
-    assert files_containing(b"Zebrafish7731") == []
-    assert service.registry.document(secret_id) is None
-    assert not [i for i in service.store.all_ids() if i.startswith(secret_id)]
-    assert service.store.count() > 0  # the other document is untouched
-    with pytest.raises(NotFoundError, match="rag docs list"):
-        service.delete_document(secret_id)
 
 
 def test_registry_versions_and_failed_update_keeps_the_last_good_version(fake_settings, tmp_path: Path):

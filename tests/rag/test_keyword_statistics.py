@@ -1,0 +1,73 @@
+"""Keyword scores tell a caller nothing about documents hidden from them: BM25's statistics (how many chunks hold
+a word, how many chunks there are, their mean length) are those of the caller's chunks only. Checked on the real
+SQLite keyword index, and through hybrid retrieval over real Chroma, with and without a hidden document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest.pipeline import IngestService
+from rag.acl import Identity
+from rag.docstore import DocStore
+from rag.retrieval import Retriever
+from rag.settings import load_settings
+from rag.store import ChromaStore
+from tests.fakes import HashEmbedder
+
+PUBLIC = {
+    "leave": "Annual leave is booked in the portal. Managers approve leave within a week.",
+    "travel": "Travel is booked in TripDesk. Rail travel is preferred for trips under four hours.",
+    "kitchen": "The kitchen closes at six. Leave the portal kiosk switched on overnight.",
+}
+# Holds both query words, many times: FTS5's bm25() over all chunks weighs them differently once it exists.
+HIDDEN = "Merger notes: portal portal portal migration, leave freeze, leave leave portal audit for the board."
+
+
+def registry(path: Path, with_hidden: bool) -> DocStore:
+    store = DocStore(path)
+    docs = [(name, text, ["public"]) for name, text in PUBLIC.items()]
+    if with_hidden:
+        docs.append(("merger", HIDDEN, ["group:board"]))
+    for doc_id, text, acl in docs:
+        store.begin(doc_id, f"/docs/{doc_id}.md", acl)
+        store.put_chunks([(f"{doc_id}-0", doc_id, text, text)])
+        store.commit(
+            doc_id, path=f"/docs/{doc_id}.md", title=doc_id, doc_type="md", content_hash=doc_id, size_bytes=1,
+            chunk_count=1, acl=acl,
+        )  # fmt: skip
+    return store
+
+
+def test_keyword_scores_do_not_depend_on_hidden_documents(tmp_path: Path):
+    without = registry(tmp_path / "without.sqlite3", with_hidden=False)
+    with_hidden = registry(tmp_path / "with.sqlite3", with_hidden=True)
+    for query in ("portal leave", "leave", "portal"):
+        seen = without.keyword_search(query, 10, {"public"})
+        assert seen and seen == with_hidden.keyword_search(query, 10, {"public"}), query
+    # The board sees the hidden document, scored among its own chunks; the others' scores change for them only.
+    board = with_hidden.keyword_search("portal leave", 10, {"public", "group:board"})
+    assert board[0][0] == "merger-0"
+    assert dict(board)["leave-0"] != dict(without.keyword_search("portal leave", 10, {"public"}))["leave-0"]
+
+
+def test_fused_scores_of_a_public_caller_do_not_depend_on_hidden_documents(tmp_path: Path):
+    public, hidden = tmp_path / "public", tmp_path / "hidden"
+    public.mkdir()
+    hidden.mkdir()
+    for name, text in PUBLIC.items():
+        (public / f"{name}.md").write_text(f"# {name.title()}\n\n{text}\n")
+    (hidden / "merger.md").write_text(f"# Merger\n\n{HIDDEN}\n")
+    results = []
+    for name, folders in (("without", [public]), ("with", [public, hidden])):
+        settings = load_settings(data_dir=tmp_path / name, retrieval={"fusion": "dbsf", "mode": "hybrid"})
+        store = ChromaStore(settings.data_dir / "chroma", "test")
+        service = IngestService(HashEmbedder(), store, settings.chunking)
+        service.ingest_paths([public])
+        if hidden in folders:
+            service.ingest_paths([hidden], acl=["group:board"])
+        retriever = Retriever(HashEmbedder(), store, settings.retrieval)
+        chunks = retriever.retrieve("portal leave booked", 10, identity=Identity.anonymous())
+        results.append([(c.id, c.fused, c.ranks, c.score) for c in chunks])
+        store.close()
+    assert len(results[0]) >= 2
+    assert results[0] == results[1]
