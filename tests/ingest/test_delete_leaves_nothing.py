@@ -117,7 +117,7 @@ def ingest(settings: Settings, folder: Path) -> tuple[IngestService, Traces]:
     service = IngestService.from_settings(settings, DenseHashEmbedder(), store)
     path = folder / "okapi-ledger.md"
     service.ingest_paths([path], acl=[GROUP])
-    service.ingest_paths([folder / "policy.md"])
+    service.ingest_paths([folder / "policy.md"], acl=["public"])
     vectors = store.collection.get(where={"doc_id": document_id(path)}, include=["embeddings"])["embeddings"]
     traces = Traces(settings.data_dir, path, [list(v) for v in vectors])
     before = traces.found()
