@@ -9,6 +9,11 @@ One thread owns the model. Each turn of its loop it
 3. drops the requests that finished (end of sequence, ``max_new_tokens``), were cancelled (the client went away)
    or failed, and trims padding no remaining request needs.
 
+A failure that belongs to one request (its prefill, its first token, its sampling) fails that request only, with
+:class:`~rag.errors.GenerationFailedError`; the others in the batch go on. Only a failed batch-wide step (the decode
+forward pass, merging caches) fails every request in it, since the shared cache can then no longer be trusted. A
+seed that torch cannot take is refused by ``submit`` itself, before the request reaches the loop.
+
 So concurrent requests share every forward pass instead of waiting for each other's whole generation, a request
 that arrives mid-way starts at the next step, and a cancelled one frees its place within one step. At most
 ``max_batch`` requests are generated together and ``max_queue`` more may wait; beyond that ``submit`` raises
@@ -21,6 +26,7 @@ checks it on a small random Llama); sampling uses a generator per request, seede
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import math
@@ -32,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.errors import ServerBusyError
+from rag.errors import GenerationFailedError, InvalidRequestError, ServerBusyError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +56,11 @@ class _Request:
     submitted: float = field(default_factory=time.monotonic)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     generated: int = 0
-    generator: Any = None
+    generator: Any = None  # its own sampling generator; None for greedy decoding
     done: bool = False
+    error: BaseException | None = None  # why it failed, handed to its consumer instead of the end marker
+    # The submitter's context (the HTTP request id, for log lines the loop thread writes about this request).
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class BatchScheduler:
@@ -117,13 +126,32 @@ class BatchScheduler:
         cancel: threading.Event | None = None,
     ) -> Iterator[int]:
         """Queue one request; iterate the result for its token ids. Stopping the iteration, or setting ``cancel``,
-        cancels it. Raises ServerBusyError at once when the batch and the queue are full."""
+        cancels it. Raises ServerBusyError at once when the batch and the queue are full, InvalidRequestError at once
+        for a seed torch cannot take; iterating raises GenerationFailedError when the model failed on it."""
         request = _Request(list(prompt), max_new_tokens, temperature, top_p, seed, cancel or threading.Event())
+        if temperature > 0:
+            request.generator = self._generator(seed)
         with self._lock:
             self._refuse_if_full()
             self._waiting.append(request)
             self._lock.notify()
         return self._tokens(request)
+
+    def _generator(self, seed: int | None) -> Any:
+        """A sampling generator for one request, made here in the caller's thread: a seed out of torch's range
+        fails this request at once, not the shared loop (where it once failed every request in the batch)."""
+        generator = self.torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()  # non-deterministic
+            return generator
+        try:
+            generator.manual_seed(seed)
+        except (ValueError, OverflowError, RuntimeError, TypeError) as exc:
+            raise InvalidRequestError(
+                f"seed {seed} is out of range: use an integer from {-(2**63)} to {2**64 - 1}",
+                detail={"param": "seed"},
+            ) from exc
+        return generator
 
     def check_capacity(self) -> None:
         """ServerBusyError now if a request submitted now would be refused: lets a server refuse before it does
@@ -193,36 +221,54 @@ class BatchScheduler:
                         if request.cancel.is_set():
                             request.out.put(_END)
                         else:
-                            self._prefill(request)
+                            self._admit(request)
                         with self._lock:  # still there when its prefill ended it, or it was cancelled
                             self._admitting[:] = [r for r in self._admitting if r is not request]
                     self._drop_finished()
                     if self._active:
                         self._decode_step()
                         self._drop_finished()
-            except BaseException as exc:  # a failed step fails every request in it, and the loop goes on
+            except BaseException as exc:  # a failed batch-wide step fails every request in it; the loop goes on
                 log.exception("generation step failed; failing the %d requests in the batch", len(self._active))
                 self._fail_all(exc)
         for request in pending:
             request.out.put(ServerBusyError("the model is shutting down: retry after the restart"))
 
     def _choose(self, logits: Any, requests: Sequence[_Request]) -> Any:
-        """One token per row: greedy for temperature 0, else temperature + top-p sampling."""
-        torch = self.torch
+        """One token per row: greedy for temperature 0, else temperature + top-p sampling. A row whose sampling
+        fails fails its own request (dropped at the next step); the other rows keep their tokens."""
         chosen = logits.argmax(dim=-1)
         for row, request in enumerate(requests):
-            if request.temperature <= 0:
+            if request.temperature <= 0 or request.done:
                 continue
-            if request.generator is None:
-                request.generator = torch.Generator(device=self.device)
-                request.generator.manual_seed(request.seed if request.seed is not None else torch.seed())
-            probs = torch.softmax(logits[row].float() / request.temperature, dim=-1)
-            if request.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                keep = sorted_probs.cumsum(-1) - sorted_probs < request.top_p
-                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-            chosen[row] = torch.multinomial(probs, 1, generator=request.generator)[0]
+            try:
+                chosen[row] = self._sample(logits[row], request)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, it is this request's alone
+                self._fail(request, exc)
         return chosen
+
+    def _sample(self, logits: Any, request: _Request) -> Any:
+        """One request's next token: temperature, then top-p, then a draw from its own generator."""
+        torch = self.torch
+        probs = torch.softmax(logits.float() / request.temperature, dim=-1)
+        if request.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(-1) - sorted_probs < request.top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return torch.multinomial(probs, 1, generator=request.generator)[0]
+
+    def _fail(self, request: _Request, exc: BaseException) -> None:
+        """Mark one request failed: it leaves the batch at the next drop, and its consumer gets the error."""
+        request.context.run(log.error, "generation failed for one request; the rest of the batch goes on", exc_info=exc)
+        request.error = GenerationFailedError(
+            "the model failed while writing this answer (other requests were not affected): retry, and tell the "
+            "admins if it happens again; the server log has the details under this request's id"
+        )
+        request.error.__cause__ = exc
+        request.done = True
+
+    def _finish(self, request: _Request) -> None:
+        request.out.put(request.error if request.error is not None else _END)
 
     def _emit(self, requests: Sequence[_Request], tokens: Any) -> None:
         """Hand each request its new token; an end-of-sequence token or the length limit finishes it."""
@@ -238,7 +284,29 @@ class BatchScheduler:
             if request.generated >= request.max_new_tokens:
                 request.done = True
 
-    def _prefill(self, request: _Request) -> None:
+    def _admit(self, request: _Request) -> None:
+        """Prefill one request and add it to the batch. Its prefill touches no shared state, so a failure there
+        fails this request alone; a failure while merging into the batch's cache is the loop's to handle."""
+        try:
+            state = self._prefill(request)
+        except Exception as exc:  # noqa: BLE001 - e.g. a prompt the model cannot take: this request's alone
+            self._fail(request, exc)
+            state = None
+        if state is None:  # failed, or ended at its first token
+            self._finish(request)
+            return
+        cache, mask, positions, token = state
+        if not self._active:
+            self._cache, self._mask, self._positions, self._last = cache, mask, positions, token
+        else:
+            self._merge(cache, mask, positions, token)
+        with self._lock:  # from admitting to active in one step: never counted in neither, nor in both
+            self._active.append(request)
+            self._admitting[:] = [r for r in self._admitting if r is not request]
+
+    def _prefill(self, request: _Request) -> tuple[Any, Any, Any, Any] | None:
+        """Run one request's prompt and choose its first token: its cache, mask, next position and last token,
+        or None when it is already done (ended at its first token, or failed)."""
         torch = self.torch
         from transformers import DynamicCache
 
@@ -254,18 +322,9 @@ class BatchScheduler:
         )
         token = self._choose(out.logits[:, -1, :], [request])
         self._emit([request], token)
-        if request.done:  # ended at its first token
-            request.out.put(_END)
-            return
-        mask = torch.ones_like(ids)
-        positions = torch.tensor([ids.shape[1]], device=self.device)
-        if not self._active:
-            self._cache, self._mask, self._positions, self._last = cache, mask, positions, token
-        else:
-            self._merge(cache, mask, positions, token)
-        with self._lock:  # from admitting to active in one step: never counted in neither, nor in both
-            self._active.append(request)
-            self._admitting[:] = [r for r in self._admitting if r is not request]
+        if request.done:
+            return None
+        return cache, torch.ones_like(ids), torch.tensor([ids.shape[1]], device=self.device), token
 
     def _merge(self, cache: Any, mask: Any, positions: Any, last: Any) -> None:
         """Append one request's cache to the batch's, left-padding whichever is shorter."""
@@ -318,7 +377,7 @@ class BatchScheduler:
             self._active = [self._active[i] for i in keep]
         now = time.monotonic()
         for request in gone:
-            request.out.put(_END)
+            self._finish(request)
             self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * (now - request.submitted)
         if not keep:
             self._cache = self._mask = self._positions = self._last = None
@@ -338,5 +397,10 @@ class BatchScheduler:
             failed, self._active = [*self._active, *self._admitting], []
             self._admitting.clear()
         for request in failed:
-            request.out.put(exc)
+            error = GenerationFailedError(
+                "the model failed on a batch step, which stopped every answer in it: retry, and tell the admins if "
+                "it happens again; the server log has the details"
+            )
+            error.__cause__ = exc
+            request.out.put(error)
         self._cache = self._mask = self._positions = self._last = None

@@ -38,6 +38,13 @@ class InvalidRequestError(RagError):
     title = "Invalid request"
 
 
+class GenerationFailedError(RagError):
+    """The model failed on one request (the rest of its batch goes on), or on a whole batch step."""
+
+    code = "generation_failed"
+    title = "Generation failed"
+
+
 class StoreError(RagError):
     code = "store_error"
     title = "Vector store error"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class ChunkRecord(BaseModel):
@@ -154,3 +155,24 @@ class SearchFilters(BaseModel):
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)  # the registry's times are UTC
         return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as in OpenAI's API; torch takes all of them
+
+
+def _seed_in_range(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:  # one message with the whole range, whichever bound (or the type) was wrong
+        raise PydanticCustomError(
+            "seed_range", f"must be an integer from {SEED_MIN} to {SEED_MAX} (64-bit signed)"
+        ) from None
+
+
+Seed = Annotated[
+    int,
+    Field(ge=SEED_MIN, le=SEED_MAX, description="Sampling seed: the same seed and input give the same answer."),
+    WrapValidator(_seed_in_range),
+]
+"""A request's sampling seed. Bounded here, at the edge: an unbounded one (2**64) once reached the batch loop and
+failed every request generated with it."""

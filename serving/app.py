@@ -8,12 +8,13 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from rag.container import Container
 from rag.settings import Settings
 from serving import native_api, openai_api, web_ui
 from serving.auth import KeyRing, RateLimiter
+from serving.deps import valid_unicode
 from serving.middleware import BodyLimitMiddleware
 from serving.observability import AuditLog, ObservabilityMiddleware
 from serving.problems import install_error_handlers
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         version="0.1.0",
         lifespan=lifespan,
         description="Answers from your own documents with a local LLM, with citations.",
+        dependencies=[Depends(valid_unicode)],  # a lone surrogate in any JSON body: 400, not a 500 further on
     )
     server = container.settings.server
     audit = (

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
+from email.message import Message
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from rag.container import Container
-from rag.errors import ModelNotReadyError, PromptTooLongError
+from rag.errors import InvalidRequestError, ModelNotReadyError, PromptTooLongError
 
 
 def get_container(request: Request) -> Container:
@@ -43,3 +44,60 @@ def check_prompt_size(container: Container, texts: Iterable[str]) -> None:
             "shorten the question or send less history",
             detail={"param": "messages", "limit": limit},
         )
+
+
+async def valid_unicode(request: Request) -> None:
+    """400 for a JSON body that holds a lone UTF-16 surrogate (``"\\ud800"``): JSON allows the escape, Python
+    parses it into a string that cannot be encoded, and every later step (tokenizer, store, audit log, response)
+    would fail on it with a 500. Runs on every route, before the body reaches a model; other bodies pass."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    content_type = request.headers.get("content-type")
+    if content_type:  # FastAPI reads a body without a content type as JSON too
+        message = Message()
+        message["content-type"] = content_type
+        subtype = message.get_content_subtype()
+        if message.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
+            return  # uploads and forms: not read here (they can be large)
+    try:
+        body = await request.json()  # cached: FastAPI's own parse returns this same object
+    except ValueError:
+        return  # not JSON: the route's own validation says so
+    where = _lone_surrogate(body)
+    if where is not None:
+        raise InvalidRequestError(
+            f"{where or 'the body'}: holds a lone surrogate escape (such as \\ud800), which is no Unicode "
+            "character: send valid text (a character above U+FFFF as a high and a low surrogate together)",
+            detail={"param": where or None},
+        )
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The path (``messages.0.content``) of a key or string in a parsed JSON value that is not valid Unicode (''
+    for the value itself), or None when there is none."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = key if _encodable(key) else key.encode("utf-8", "backslashreplace").decode()
+                where = f"{path}.{name}" if path else name
+                if name is not key:
+                    return where
+                stack.append((where, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}" if path else str(i), child) for i, child in enumerate(item))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rag.documents import DocumentPreview, original_file, preview
 from rag.errors import NotFoundError
-from rag.schemas import Answer, RetrievedChunk, SearchFilters
+from rag.schemas import Answer, RetrievedChunk, SearchFilters, Seed
 from serving.auth import Principal, PrincipalDep
 from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
 from serving.observability import finish_answer, metrics_text
@@ -36,7 +36,7 @@ class QueryRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=100, description="Chunks to retrieve; default from settings.")
     max_tokens: int | None = Field(None, ge=1, description="Cap on generated tokens.")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    seed: int | None = None
+    seed: Seed | None = None
     filters: SearchFilters | None = Field(None, description="Only search documents that match these.")
     history: list[ChatTurn] = Field(
         default_factory=list,

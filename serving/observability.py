@@ -195,18 +195,35 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             seconds = time.perf_counter() - started
-            REQUESTS.labels(template, scope["method"], str(status["code"])).inc()
+            state = scope.get("state") or {}
+            # A stream that failed after its 200 went out counts as the failure it was, not as a success.
+            failed = state.get("stream_failed")
+            code, error = failed if failed else (status["code"], None)
+            REQUESTS.labels(template, scope["method"], str(code)).inc()
             LATENCY.labels(template).observe(seconds)
-            principal = getattr((scope.get("state") or {}).get("principal"), "name", None)
+            principal = getattr(state.get("principal"), "name", None)
             log.info(
-                "%s %s %d %.0f ms",
+                "%s %s %d %.0f ms%s",
                 scope["method"],
                 scope["path"],
-                status["code"],
+                code,
                 seconds * 1000,
-                extra={"route": template, "status": status["code"], "ms": round(seconds * 1000, 1), "key": principal},
+                f" (stream failed after its 200: {error})" if error else "",
+                extra={
+                    "route": template,
+                    "status": code,
+                    "ms": round(seconds * 1000, 1),
+                    "key": principal,
+                    **({"error": error, "sent_status": status["code"]} if error else {}),
+                },
             )
             request_id.reset(token)
+
+
+def stream_failed(request: Any, status: int, code: str) -> None:
+    """Note that a response's stream failed after its status line went out: the access log line and the request
+    metrics then count it with ``status`` (and name ``code``) instead of the 200 that was sent."""
+    request.state.stream_failed = (status, code)
 
 
 # -- audit log -------------------------------------------------------------------------------------------------

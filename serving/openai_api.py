@@ -16,10 +16,11 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from rag.answering import TextDelta
 from rag.errors import InvalidRequestError
-from rag.schemas import Answer
+from rag.schemas import Answer, Seed
 from serving.auth import PrincipalDep
 from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
-from serving.observability import finish_answer
+from serving.observability import finish_answer, stream_failed
+from serving.problems import stream_problem
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -75,7 +76,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences; the answer ends before the first.")
     user: str | None = None
     rag: bool = Field(
@@ -224,25 +225,29 @@ async def chat_completions(  # noqa: ANN201
         return f"data: {json.dumps(payload)}\n\n"
 
     async def sse() -> AsyncIterator[str]:
-        finished = False
+        outcome = "client disconnected"
         try:
             yield chunk({"role": "assistant", "content": ""})
-            async for event in iterate_in_threadpool(events):
-                if await request.is_disconnected():
-                    break
-                if isinstance(event, TextDelta):
-                    yield chunk({"content": event.text})
-                elif isinstance(event, Answer):
-                    finished = True
-                    finish_answer(request.app.state, principal, route, event)
-                    yield chunk({}, "stop", usage=_usage(event), **_extras(event))
+            try:
+                async for event in iterate_in_threadpool(events):
+                    if await request.is_disconnected():
+                        break
+                    if isinstance(event, TextDelta):
+                        yield chunk({"content": event.text})
+                    elif isinstance(event, Answer):
+                        outcome = "answered"
+                        finish_answer(request.app.state, principal, route, event)
+                        yield chunk({}, "stop", usage=_usage(event), **_extras(event))
+            except Exception as exc:  # noqa: BLE001 - the 200 is sent: the error becomes the last event, then [DONE]
+                problem = stream_problem(exc)
+                outcome = f"failed: {problem['code']}"
+                stream_failed(request, problem["status"], problem["code"])
+                yield f"data: {json.dumps(problem)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
             cancel.set()  # a client that went away stops the generation and frees the model
-            if not finished and request.app.state.audit is not None:
-                request.app.state.audit.record(
-                    principal=principal, route=route, question=_asked(body), outcome="client disconnected"
-                )
+            if outcome != "answered" and request.app.state.audit is not None:
+                request.app.state.audit.record(principal=principal, route=route, question=_asked(body), outcome=outcome)
 
     return StreamingResponse(
         sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -26,7 +26,10 @@ OPENAI_TYPES = {
 }
 
 
-def problem_body(status: int, code: str, title: str, detail: str, param: str | None = None) -> dict:
+INTERNAL_DETAIL = "the server hit an unexpected error; it has been logged: retry, or tell the admins"
+
+
+def problem_body(status: int, code: str, title: str, detail: str, *, param: str | None = None) -> dict:
     return {
         "type": PROBLEM_BASE + code,
         "title": title,
@@ -41,7 +44,7 @@ def problem_body(status: int, code: str, title: str, detail: str, param: str | N
 def problem(
     status: int, code: str, title: str, detail: str, *, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = problem_body(status, code, title, detail, param)
+    body = problem_body(status, code, title, detail, param=param)
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -52,6 +55,15 @@ def rag_problem(exc: RagError) -> JSONResponse:
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="private-rag"'
     return problem(exc.status, exc.code, exc.title, exc.message, param=exc.detail.get("param"), headers=headers or None)
+
+
+def stream_problem(exc: Exception) -> dict:
+    """The problem body for an error raised after a stream's 200 went out: sent as the stream's last event, where
+    the OpenAI SDKs read its ``error`` member and raise it (an unexpected error is logged, never shown)."""
+    if isinstance(exc, RagError):
+        return problem_body(exc.status, exc.code, exc.title, exc.message, param=exc.detail.get("param"))
+    log.error("unhandled error in a stream", exc_info=exc)
+    return problem_body(500, "internal_error", "Internal error", INTERNAL_DETAIL)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -79,9 +91,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return problem(
-            500,
-            "internal_error",
-            "Internal error",
-            "the server hit an unexpected error; it has been logged: retry, or tell the admins",
-        )
+        return problem(500, "internal_error", "Internal error", INTERNAL_DETAIL)

@@ -176,6 +176,7 @@ async function ask(event) {
         const data = event.replace(/^data: /, "");
         if (!data || data === "[DONE]") continue;
         const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(problemText(chunk, chunk.status || 500));  // the model failed mid-answer
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) { answer += delta.content; text.textContent = answer; }
         if (chunk.choices && chunk.choices[0] && chunk.choices[0].finish_reason) final = chunk;

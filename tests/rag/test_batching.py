@@ -1,5 +1,6 @@
 """Dynamic batching on a small random Llama (the architecture of SmolLM2, Llama and Mistral): the same tokens as
-``model.generate`` for each request alone, requests joining mid-way, cancellation and the bounded queue."""
+``model.generate`` for each request alone, requests joining mid-way, cancellation, the bounded queue, and a
+request that fails without harming the others in its batch."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from rag import errors
 from rag.batching import BatchScheduler
 from rag.errors import ServerBusyError
 from tests.fakes import tiny_llama_config
@@ -109,3 +111,98 @@ def test_models_with_sliding_window_caches_are_not_batched(tiny_llama):
     assert BatchScheduler.supports(tiny_llama)
     assert BatchScheduler.supports(MistralForCausalLM(MistralConfig(**small, sliding_window=None)))
     assert not BatchScheduler.supports(MistralForCausalLM(MistralConfig(**small, sliding_window=4096)))
+
+
+def outcome(stream) -> tuple[list[int], Exception | None]:  # noqa: ANN001
+    """The tokens a stream gave, and the error that ended it (None when it ended normally)."""
+    tokens: list[int] = []
+    try:
+        for token in stream:
+            tokens.append(token)
+    except Exception as exc:  # noqa: BLE001 - what ended it is what the test looks at
+        return tokens, exc
+    return tokens, None
+
+
+@pytest.fixture
+def poisoned_row(tiny_llama):
+    """A fault in one request's row of a batched decode step: NaN logits for the row whose next position is
+    ``POISONED_POSITION``, so that request's sampling raises inside torch while the other rows are fine."""
+    seen = {}
+
+    def positions(_module, _args, kwargs):  # noqa: ANN001, ANN202
+        seen["positions"] = kwargs.get("position_ids")
+
+    def poison(_module, _args, logits):  # noqa: ANN001, ANN202
+        if seen["positions"] is None or logits.shape[0] == 1:  # only in a step the batch shares
+            return logits
+        rows = seen["positions"][:, -1] == POISONED_POSITION
+        if rows.any():
+            logits = logits.clone()
+            logits[rows] = float("nan")
+        return logits
+
+    hooks = [
+        tiny_llama.register_forward_pre_hook(positions, with_kwargs=True),
+        tiny_llama.lm_head.register_forward_hook(poison),
+    ]
+    yield tiny_llama
+    for hook in hooks:
+        hook.remove()
+
+
+POISONED_POSITION = 6  # the 4th decode step of a 3-token prompt; a 12-token prompt starts past it
+
+
+def test_a_fault_in_one_request_of_a_running_batch_fails_that_request_only(poisoned_row):
+    scheduler = BatchScheduler(poisoned_row, NO_EOS, max_batch=4, max_queue=4)
+    try:
+        expected = alone(poisoned_row, PROMPTS[2], 24)
+        healthy = scheduler.submit(PROMPTS[2], 24)
+        first = [next(healthy)]
+        faulty = scheduler.submit(PROMPTS[0], 24, temperature=0.8, seed=3)  # joins the running batch
+        faulty_tokens, error = outcome(faulty)
+        rest, healthy_error = outcome(healthy)
+        assert healthy_error is None and first + rest == expected  # streamed to its end, token for token
+        assert len(faulty_tokens) == 4  # its first token, then three decode steps before its row went bad
+        assert isinstance(error, errors.GenerationFailedError) and "other requests were not affected" in str(error)
+        assert isinstance(error.__cause__, RuntimeError)  # torch's own complaint about the NaN row, for the log
+        assert list(scheduler.submit(PROMPTS[1], 5)) == alone(poisoned_row, PROMPTS[1], 5)  # the loop goes on
+        assert scheduler.load_info() == {"active": 0, "queued": 0, "slots": 4}
+    finally:
+        scheduler.stop()
+
+
+def test_a_request_whose_prefill_fails_harms_no_one_else(tiny_llama):
+    scheduler = BatchScheduler(tiny_llama, NO_EOS, max_batch=4, max_queue=4)
+    try:
+        expected = alone(tiny_llama, PROMPTS[1], 20)
+        healthy = scheduler.submit(PROMPTS[1], 20)
+        first = [next(healthy) for _ in range(3)]
+        # A token id past the vocabulary: the model's embedding lookup raises in this request's prefill.
+        broken, error = outcome(scheduler.submit([5, 10_000, 7], 8))
+        rest, healthy_error = outcome(healthy)
+        assert healthy_error is None and first + rest == expected
+        assert broken == [] and isinstance(error, errors.GenerationFailedError)
+    finally:
+        scheduler.stop()
+
+
+def test_a_seed_torch_cannot_take_is_refused_and_harms_no_one(tiny_llama):
+    """The issue's request: temperature 0.7 with seed 2**64 once failed every request in the batch."""
+    scheduler = BatchScheduler(tiny_llama, NO_EOS, max_batch=4, max_queue=4)
+    try:
+        expected = alone(tiny_llama, PROMPTS[2], 20)
+        healthy = scheduler.submit(PROMPTS[2], 20)
+        first = [next(healthy) for _ in range(3)]
+        try:
+            refused = outcome(scheduler.submit(PROMPTS[0], 8, temperature=0.7, seed=2**64))[1]
+        except Exception as exc:  # noqa: BLE001 - refused at once is what is expected
+            refused = exc
+        rest, healthy_error = outcome(healthy)
+        assert healthy_error is None and first + rest == expected
+        assert isinstance(refused, errors.InvalidRequestError) and refused.detail["param"] == "seed"
+        assert str(2**64 - 1) in str(refused)  # says what range to use
+        assert len(list(scheduler.submit(PROMPTS[0], 8, temperature=0.7, seed=2**64 - 1))) == 8
+    finally:
+        scheduler.stop()
