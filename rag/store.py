@@ -52,7 +52,7 @@ class ChromaStore:
 
             quiet = ChromaSettings(anonymized_telemetry=False)
             if self.server is None:
-                self.path.mkdir(parents=True, exist_ok=True)
+                self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # vectors and metadata: owner-only
                 hold_store(self.path)  # one process per embedded store: StoreBusyError names the one that has it
                 self._holding = True
             where = f"the Chroma server at {self.server[0]}:{self.server[1]}" if self.server else f"{self.path}"

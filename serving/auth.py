@@ -12,6 +12,7 @@ that is sent but unknown is always a 401, even then.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import secrets
@@ -31,6 +32,8 @@ from pydantic import TypeAdapter, ValidationError
 from rag.acl import Identity
 from rag.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitedError
 from rag.settings import ApiKey, Settings
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rag-"
 _KEYS = TypeAdapter(list[ApiKey])
@@ -77,6 +80,7 @@ def read_keys_file(path: Path) -> list[ApiKey]:
     """The keys in a keys file; a missing file is no keys, a broken one an error that says where."""
     if not path.is_file():
         return []
+    warn_if_shared(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return _KEYS.validate_python(data.get("keys", []) if isinstance(data, dict) else data)
@@ -84,6 +88,16 @@ def read_keys_file(path: Path) -> list[ApiKey]:
         raise ConfigError(
             f"the API keys file {path} is not valid: {exc}. Fix it, or recreate it with `rag keys`"
         ) from exc
+
+
+def warn_if_shared(path: Path) -> None:
+    """Key hashes are not keys, but names, users and groups are who-may-see-what: say so if others can read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("the API keys file %s is readable by other users (mode %o): run `chmod 600 %s`", path, mode, path)
 
 
 def write_keys_file(path: Path, keys: list[ApiKey]) -> None:
