@@ -48,6 +48,28 @@ class ChunkSpec:
 
 _SEPARATOR = re.compile(r"^\|(\s*:?-{3,}:?\s*\|)+$")
 
+# The splitter tokenises a whole block before it splits it: a 120 MB text file asked the tokenizer for 2 GB at
+# once and killed its worker. Longer sections are cut first, so no tokenizer call sees more than this.
+MAX_PIECE_CHARS = 100_000
+
+
+def bounded_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> Iterator[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut at a paragraph break, else a line break, else a
+    space (never inside a Markdown table, whose rows are consecutive lines). Text within the limit is yielded
+    whole, so ordinary documents chunk exactly as before."""
+    start, end = 0, len(text)
+    while end - start > limit:
+        stop = start + limit
+        cut = -1
+        for mark in ("\n\n", "\n", " "):
+            cut = text.rfind(mark, start + limit // 2, stop)
+            if cut >= 0:
+                break
+        cut = cut if cut > start else stop
+        yield text[start:cut]
+        start = cut
+    yield text[start:end]
+
 
 def split_blocks(text: str) -> Iterator[tuple[str, str]]:
     """("text" | "table", block) pieces of a section, in order; a table is a run of lines starting with '|'."""
@@ -106,8 +128,9 @@ class Chunker:
 
     def split_section(self, text: str) -> list[str]:
         pieces: list[str] = []
-        for kind, block in split_blocks(text):
-            pieces.extend(self.split_table(block) if kind == "table" else self._splitter.split_text(block))
+        for part in bounded_pieces(text):
+            for kind, block in split_blocks(part):
+                pieces.extend(self.split_table(block) if kind == "table" else self._splitter.split_text(block))
         return pieces
 
     def embed_prefix(self, title: str, heading: list[str]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -47,6 +48,7 @@ from rag.errors import (
     StoreBusyError,
     UploadTooLargeError,
 )
+from rag.storage import PRIVATE_DIR, PRIVATE_FILE, disk_fault
 
 if TYPE_CHECKING:
     from rag.container import Container
@@ -200,6 +202,17 @@ def safe_filename(name: str | None) -> str:
     return base
 
 
+def numbered_filename(base: str, n: int) -> str:
+    """``report-2.pdf`` for a second part named ``report.pdf``; the stem is cut so the name stays a usable length."""
+    stem, dot, suffix = base.rpartition(".")
+    tail = f"-{n}.{suffix}" if dot and stem else f"-{n}"
+    if len(tail.encode()) >= MAX_NAME_BYTES // 2:  # an odd, very long extension: number the whole name
+        stem, tail = base, f"-{n}"
+    elif not (dot and stem):
+        stem = base
+    return stem.encode()[: MAX_NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
+
+
 def normalise_acl(tokens: Sequence[str] | None) -> list[str] | None:
     """Validated ACL tokens (public, group:NAME, user:NAME); an empty list is refused. None leaves each document's
     ACL to its sidecar file, the ACL map or what the registry holds (``ingest.default_access`` for a new one)."""
@@ -246,7 +259,10 @@ class JobManager:
             text = str(raw)
             if not text.strip() or "\x00" in text:
                 raise InvalidRequestError(f"path {text!r} is not a usable path")
-            path = Path(text).expanduser().resolve()
+            try:
+                path = Path(text).expanduser().resolve()
+            except (OSError, RuntimeError):  # a symlink loop
+                raise InvalidRequestError(f"{text}: the symlink loops back on itself: fix or remove it") from None
             if not _inside(path, roots):
                 allowed = ", ".join(str(r) for r in roots)
                 raise PathNotAllowedError(
@@ -309,14 +325,15 @@ class JobManager:
             candidate, n = base, 1
             while candidate in names:  # two parts with one name: keep both
                 n += 1
-                stem, dot, suffix = base.rpartition(".")
-                candidate = f"{stem}-{n}.{suffix}" if dot and stem else f"{base}-{n}"
+                candidate = numbered_filename(base, n)
             names.append(candidate)
         job_id = new_job_id()
         folder = (self.uploads_dir / job_id).resolve()
         saved: list[Path] = []
         try:
-            folder.mkdir(parents=True)
+            # Uploads are document text: owner-only, like the registry and the keys file.
+            self.uploads_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            folder.mkdir(mode=PRIVATE_DIR)
             for name, (_, content) in zip(names, files, strict=True):
                 target = folder / name
                 if target.parent != folder:  # cannot happen after safe_filename; never write elsewhere
@@ -326,6 +343,12 @@ class JobManager:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            fault = disk_fault(exc, self.uploads_dir)
+            if fault is None:
+                raise
+            raise fault from None
         return self._enqueue(Job(job_id, "upload", [str(p) for p in saved], tokens))
 
     def _save(self, target: Path, content: bytes | BinaryIO) -> None:
@@ -338,7 +361,7 @@ class JobManager:
                 "or raise server.max_upload_mb"
             )
 
-        with target.open("xb") as out:
+        with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb") as out:
             if isinstance(content, bytes | bytearray | memoryview):
                 if len(content) > limit:
                     raise too_large()
@@ -476,8 +499,11 @@ class JobManager:
         try:
             if job.kind == "paths":
                 self.check_links([Path(p) for p in job.paths])
+            # Sidecar files must resolve where the documents may: inside server.admin_paths, or the upload's folder.
+            roots = self._roots() if job.kind == "paths" else [Path(job.paths[0]).parent] if job.paths else []
             report = self.service.ingest_paths(
                 [Path(p) for p in job.paths],
+                roots=roots,
                 progress=lambda result: self._progress(job, result),
                 acl=job.acl,
                 tags=job.tags,

@@ -17,11 +17,13 @@ orphans.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +33,19 @@ from ingest.workers import DEFAULT_PARSER, ParseOutcome, ParsePool
 from rag.acl import AclMap, acl_metadata, document_tokens, normalize_tags
 from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
-from rag.errors import ConfigError, DocumentError, FileTooLargeError, InvalidRequestError, NotFoundError
+from rag.errors import (
+    ConfigError,
+    DocumentError,
+    FileTooLargeError,
+    InvalidRequestError,
+    NotFoundError,
+    RagError,
+    StoreError,
+)
 from rag.locking import WriterLock
 from rag.schemas import ChunkRecord
 from rag.settings import ChunkingSettings, IngestSettings, Settings
+from rag.storage import disk_fault
 from rag.store import ChromaStore
 
 log = logging.getLogger(__name__)
@@ -112,6 +123,24 @@ class IngestReport:
 ProgressCallback = Callable[[FileResult], None]
 
 
+def broken_link(path: Path) -> FileResult | None:
+    """A failure for a symlink that loops or points nowhere; None for anything else. Listed, not skipped in
+    silence: the admin meant that file to be read."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        error = f"{path.name}: the symlink points to a file that does not exist: fix or remove the link"
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            return None
+        error = f"{path.name}: the symlink loops back on itself: point it at the real file or remove it"
+    else:
+        return None
+    return FileResult(path, "failed", error=error, code="broken_link")
+
+
 def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
     """Files to ingest under the given paths, plus failures for paths that cannot be ingested at all."""
     files: list[Path] = []
@@ -121,12 +150,19 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and child.suffix.lower() in SUPPORTED:
+                if hidden or child.suffix.lower() not in SUPPORTED:
+                    continue
+                if child.is_file():
                     files.append(child.resolve())
+                elif (problem := broken_link(child)) is not None:
+                    problems.append(problem)
         elif path.is_file():
             files.append(path.resolve())
         else:
-            problems.append(FileResult(path, "failed", error=f"{path}: no such file or folder", code="not_found"))
+            problem = broken_link(path)
+            problems.append(
+                problem or FileResult(path, "failed", error=f"{path}: no such file or folder", code="not_found")
+            )
     return list(dict.fromkeys(files)), problems
 
 
@@ -207,6 +243,7 @@ class IngestService:
                 memory_mb=self.settings.parse_memory_mb,
                 options=reader_options(self.settings),
                 parser=self.parser,
+                log_path=self.data_dir / "logs" / "parse-workers.log",
             )
         return self._pool
 
@@ -254,13 +291,26 @@ class IngestService:
         prune: bool = False,
         cancel: threading.Event | None = None,
         on_total: Callable[[int], None] | None = None,
+        roots: Sequence[Path] | None = None,
     ) -> IngestReport:
+        """Ingest files and folders. ``roots``: the folders sidecar files must resolve into (the admin API's
+        ``server.admin_paths``, or an upload's folder); None trusts every path, as the CLI does."""
         paths = [Path(p) for p in paths]
-        with self.writer_lock() as lock:
-            if lock.previous_holder_died:
-                self.repair_index()
-            labels = normalize_tags(tags) if tags is not None else None
-            return self._run(paths, progress, acl, acl_map, labels, prune, cancel, on_total)
+        try:
+            with self.writer_lock() as lock:
+                if lock.previous_holder_died:
+                    self.repair_index()
+                labels = normalize_tags(tags) if tags is not None else None
+                return self._run(paths, progress, acl, acl_map, labels, prune, cancel, on_total, roots)
+        except Exception as exc:
+            # A full or read-only disk stops the whole run (every later write would fail too): one line with
+            # the fix. What was committed stays; documents left `indexing` are redone by the next run.
+            ours = isinstance(exc, RagError) and not isinstance(exc, StoreError)  # already says what to do
+            fault = None if ours else disk_fault(exc, self.data_dir)
+            if fault is None:
+                raise
+            log.error("ingest stopped: %s", fault.message)
+            raise fault from exc
 
     def repair_index(self) -> list[str]:
         """After an unclean stop: put back vectors that Chroma's index lost but its records kept."""
@@ -282,6 +332,7 @@ class IngestService:
         prune: bool,
         cancel: threading.Event | None,
         on_total: Callable[[int], None] | None,
+        roots: Sequence[Path] | None,
     ) -> IngestReport:
         started = time.perf_counter()
         self.check_embedder()
@@ -300,7 +351,7 @@ class IngestService:
             done(problem)
         candidates: list[_Candidate] = []
         for path in files:
-            candidate, result = self._triage(path, acl, acl_map, tags)
+            candidate, result = self._triage(path, acl, acl_map, tags, roots)
             if candidate is not None:
                 candidates.append(candidate)
             else:
@@ -348,7 +399,12 @@ class IngestService:
         return report
 
     def _triage(
-        self, path: Path, acl: list[str] | None, acl_map: AclMap | None, tags: list[str] | None
+        self,
+        path: Path,
+        acl: list[str] | None,
+        acl_map: AclMap | None,
+        tags: list[str] | None,
+        roots: Sequence[Path] | None = None,
     ) -> tuple[_Candidate | None, FileResult]:
         doc_id = document_id(path)
         try:
@@ -369,7 +425,7 @@ class IngestService:
         known = self.registry.document(doc_id)
         try:
             recorded = known.acl if known and known.content_hash else None
-            tokens = document_tokens(path, acl, acl_map, recorded, self.settings.default_access)
+            tokens = document_tokens(path, acl, acl_map, recorded, self.settings.default_access, roots)
         except InvalidRequestError as exc:  # a bad sidecar file: this document fails, nothing is widened
             self.registry.record_failure(doc_id, str(path), exc.message)
             return None, FileResult(path, "failed", error=exc.message, code="acl_invalid", doc_id=doc_id)

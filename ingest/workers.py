@@ -1,5 +1,8 @@
 """Parse files in worker processes, each file under a time limit and an address-space limit.
 
+What workers print (warnings, tracebacks, a native library's crash report) goes to a log file, never to the
+admin's terminal; a crash report names that file.
+
 A parser that hangs is killed at its deadline; one that crashes (segfault, OOM kill) or exhausts its memory
 cap takes only its own worker down. Either way that one file fails with a clear reason, a fresh worker
 takes its place, and the job goes on. Results come back on a queue filled by a dispatcher thread, so
@@ -16,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -31,6 +35,12 @@ from rag.errors import DocumentError, ParseLimitError
 log = logging.getLogger(__name__)
 
 DEFAULT_PARSER = "ingest.readers:read_document"
+MAX_LOG_BYTES = 10 * 1024 * 1024  # the workers' log is moved to <name>.1 beyond this, when a pool opens it
+
+
+def default_log_path() -> Path:
+    """Where workers write when the pool is given no log file (the ingest service gives data_dir/logs)."""
+    return Path(tempfile.gettempdir()) / f"rag-parse-workers-{os.getuid()}.log"
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
@@ -109,7 +119,7 @@ class ParseOutcome:
 class _Worker:
     """A fresh interpreter (not a fork of this process and its model threads) talking over a socket pair."""
 
-    def __init__(self, parser: str, options: Any, memory_mb: int) -> None:
+    def __init__(self, parser: str, options: Any, memory_mb: int, log: int) -> None:
         mine, theirs = socket.socketpair()
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([p for p in sys.path if p]))
         self.process = subprocess.Popen(
@@ -117,6 +127,8 @@ class _Worker:
             pass_fds=(theirs.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
+            stdout=log,  # a parser's prints, warnings and crash reports (a Rust OOM backtrace) go to the log
+            stderr=log,
         )
         theirs.close()
         self.conn = Connection(mine.detach())
@@ -173,6 +185,7 @@ class ParsePool:
         parser: str = DEFAULT_PARSER,
         max_ready: int = 8,
         chunk_spec: Any = None,
+        log_path: Path | None = None,
     ) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
@@ -181,6 +194,8 @@ class ParsePool:
         self.parser = parser
         self.max_ready = max_ready  # parsed documents waiting for the embedder: bounds memory
         self.chunk_spec = chunk_spec
+        self.log_path = Path(log_path) if log_path else default_log_path()
+        self._log: int | None = None
         self._spawned: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
@@ -197,6 +212,28 @@ class ParsePool:
             for worker in self._spawned:
                 worker.stop()
             self._spawned, self._idle = [], []
+            if self._log is not None:
+                os.close(self._log)
+                self._log = None
+
+    def _log_fd(self) -> int:
+        """The workers' shared output file, opened once (owner-only: a traceback may quote a document)."""
+        if self._log is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if self.log_path.stat().st_size > MAX_LOG_BYTES:
+                    self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+            except FileNotFoundError:
+                pass
+            self._log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._log
+
+    def _note(self, text: str) -> None:
+        """A line in the workers' log, so that what a crashed worker printed can be told apart from the rest."""
+        try:
+            os.write(self._log_fd(), f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n".encode(errors="replace"))
+        except OSError:
+            pass
 
     def parse(self, paths: Iterable[Path], chunk_args: Callable[[Path], dict] | None = None) -> Iterator[ParseOutcome]:
         """Parse (and, given a ChunkSpec and ``chunk_args(path)``, chunk) every path."""
@@ -301,7 +338,11 @@ class ParsePool:
         code = worker.exitcode()
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         hint = " (killed: probably out of memory)" if code == -signal.SIGKILL else ""
-        message = f"{worker.path.name}: the parser crashed ({how}{hint}); the file was skipped: check or repair it"
+        self._note(f"parse worker pid {worker.process.pid} crashed ({how}) on {worker.path.name}: its output is above")
+        message = (
+            f"{worker.path.name}: the parser crashed ({how}{hint}); the file was skipped: check or repair it "
+            f"(the worker's output is in {self.log_path})"
+        )
         return ParseOutcome(worker.path, error=ParseLimitError(message), seconds=seconds), False
 
     def _replace(self, worker: _Worker) -> _Worker:
@@ -309,7 +350,7 @@ class ParsePool:
         return self._spawn()
 
     def _spawn(self) -> _Worker:
-        worker = _Worker(self.parser, self.options, self.memory_mb)
+        worker = _Worker(self.parser, self.options, self.memory_mb, self._log_fd())
         self._spawned = [w for w in self._spawned if not w.conn.closed] + [worker]
         return worker
 

@@ -17,7 +17,9 @@ admin API), a sidecar file beside the document (``<file>.acl``), a mapping file 
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from rag.errors import ConfigError, InvalidRequestError
 PUBLIC = "public"
 NAMESPACES = ("group", "user")
 SIDECAR_SUFFIX = ".acl"
+MAX_SIDECAR_BYTES = 64 * 1024  # a list of tokens; anything bigger is not an ACL file
 _NAME = re.compile(r"^[A-Za-z0-9_.@+\-]{1,128}$")
 
 
@@ -176,19 +179,61 @@ class AclMap:
         return None
 
 
-def sidecar_tokens(path: Path) -> list[str] | None:
-    """Tokens from ``<file>.acl`` beside the document: one token per line (or comma separated), # comments."""
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def sidecar_tokens(path: Path, roots: Sequence[Path] | None = None) -> list[str] | None:
+    """Tokens from ``<file>.acl`` beside the document: one token per line (or comma separated), # comments.
+
+    With ``roots`` (the admin API's ``server.admin_paths``), the sidecar must resolve inside them like the documents
+    do: a symlinked sidecar must not read files the admin API may not. Errors name the line, never its text, so a
+    sidecar that points at some other file cannot show what that file says. A sidecar that exists but cannot be
+    used fails its document rather than leaving it to a wider default.
+    """
     sidecar = Path(str(path) + SIDECAR_SUFFIX)
-    if not sidecar.is_file():
-        return None
-    entries = []
-    for line in sidecar.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0]
-        entries.extend(part for part in line.split(",") if part.strip())
+    name = f"{Path(path).name}{SIDECAR_SUFFIX}"
     try:
-        return normalize_tokens(entries)
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(f"{sidecar.name}: {exc.message}") from exc
+        os.lstat(sidecar)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # a document name near the limit: no sidecar can exist beside it
+            return None
+        raise InvalidRequestError(f"{name}: cannot read the ACL file ({exc.strerror}): check it") from None
+    fix = "replace it with a regular file of ACL tokens beside the document"
+    try:
+        target = sidecar.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise InvalidRequestError(f"{name}: the ACL file is a broken or looping symlink: {fix}") from None
+    if roots is not None and not _inside(target, [Path(r).resolve() for r in roots]):
+        raise InvalidRequestError(f"{name}: the ACL file links outside server.admin_paths: {fix}")
+    if not target.is_file():
+        raise InvalidRequestError(f"{name}: the ACL file is not a regular file: {fix}")
+    try:
+        with target.open("rb") as handle:
+            data = handle.read(MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise InvalidRequestError(f"{name}: cannot read the ACL file ({exc.strerror}): check its permissions") from None
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise InvalidRequestError(f"{name}: the ACL file is over {MAX_SIDECAR_BYTES // 1024} KB: {fix}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(f"{name}: the ACL file is not UTF-8 text: {fix}") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for part in line.split("#", 1)[0].split(","):
+            if not part.strip():
+                continue
+            try:
+                entries.append(parse_token(part))
+            except InvalidRequestError:
+                raise InvalidRequestError(
+                    f"{name}: line {number} is not a valid ACL token: write one of public, group:NAME or user:NAME "
+                    "per line (NAME: letters, digits and . _ - @ +)"
+                ) from None
+    return normalize_tokens(entries)
 
 
 def document_tokens(
@@ -197,13 +242,14 @@ def document_tokens(
     acl_map: AclMap | None,
     recorded: list[str] | None = None,
     default: Sequence[str] = (),
+    roots: Sequence[Path] | None = None,
 ) -> list[str]:
-    """The ACL tokens one document gets: explicit, else its sidecar file, else the mapping file, else what the
-    registry recorded last time (a rerun without flags never widens access), else ``default``
-    (``ingest.default_access``, not public unless an admin says so)."""
+    """The ACL tokens one document gets: explicit, else its sidecar file (inside ``roots`` when given), else the
+    mapping file, else what the registry recorded last time (a rerun without flags never widens access), else
+    ``default`` (``ingest.default_access``, not public unless an admin says so)."""
     if explicit is not None:
         return normalize_tokens(explicit)
-    found = sidecar_tokens(path)
+    found = sidecar_tokens(path, roots)
     if found is None and acl_map is not None:
         found = acl_map.tokens_for(path)
     if found is None and recorded:

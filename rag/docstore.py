@@ -33,6 +33,7 @@ from pathlib import Path
 
 from rag.errors import StoreError
 from rag.schemas import SearchFilters
+from rag.storage import create_private, disk_fault, make_private
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,13 @@ class DocStore:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # The registry holds document text: owner-only, and SQLite gives its WAL and shm the same mode.
+                create_private(self.path)
+                make_private(self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+            except OSError as exc:
+                raise self._fault(exc) from None
             try:
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -203,7 +210,7 @@ class DocStore:
                 conn.executescript(SCHEMA)
                 _migrate(conn)
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open the document registry {self.path}: {exc}") from exc
+                raise self._fault(exc) from exc
             self._conn = conn
         return self._conn
 
@@ -252,30 +259,36 @@ class DocStore:
             else:
                 conn.close()
 
+    def _fault(self, exc: BaseException) -> StoreError:
+        """A full or read-only disk as one line with the fix; anything else names the registry."""
+        return disk_fault(exc, self.path.parent) or StoreError(f"cannot use the document registry {self.path}: {exc}")
+
     def _write(self, sql: str, rows: Iterable[Sequence] | Sequence = ()) -> None:
-        with self._lock:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if isinstance(rows, list):
-                    conn.executemany(sql, rows)
-                else:
-                    conn.execute(sql, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            if isinstance(rows, list):
+                conn.executemany(sql, rows)
+            else:
+                conn.execute(sql, rows)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                # SQLite rolls back by itself on a full disk (SQLITE_FULL): a second ROLLBACK would then fail
+                # with "no transaction is active" and hide the real reason.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                fault = disk_fault(exc, self.path.parent) if isinstance(exc, sqlite3.OperationalError) else None
+                if fault is not None:
+                    raise fault from exc
                 raise
 
     # -- meta -------------------------------------------------------------------------------------------------

@@ -47,9 +47,13 @@ class WriterLock:
         except Timeout:
             raise self.busy_error() from None
         self.previous_holder_died = self.owner_path.exists()
-        self.owner_path.write_text(
-            json.dumps({"pid": os.getpid(), "purpose": self.purpose, "since": now_iso(), "argv": sys.argv[:4]})
-        )
+        try:
+            self.owner_path.write_text(
+                json.dumps({"pid": os.getpid(), "purpose": self.purpose, "since": now_iso(), "argv": sys.argv[:4]})
+            )
+        except OSError:  # a full or read-only disk: let go, or this process would refuse itself until restart
+            self._lock.release()
+            raise
         return self
 
     def who(self) -> str:

@@ -60,7 +60,7 @@ class ChromaStore:
         """Take the one-process hold on an embedded store now (first use takes it otherwise); StoreBusyError names
         the process that has it. Nothing to hold with a Chroma server."""
         if self.server is None and not self._holding:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # vectors and metadata: owner-only
             hold_store(self.path)
             self._holding = True
 

@@ -81,6 +81,7 @@ def read_keys_file(path: Path) -> list[ApiKey]:
     file holds: it lists key hashes, users and groups)."""
     if not path.is_file():
         return []
+    warn_if_shared(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return _KEYS.validate_python(data.get("keys", []) if isinstance(data, dict) else data)
@@ -102,6 +103,16 @@ def _where(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"cannot read it: {exc.strerror}"
     return f"not YAML of the expected shape ({type(exc).__name__})"
+
+
+def warn_if_shared(path: Path) -> None:
+    """Key hashes are not keys, but names, users and groups are who-may-see-what: say so if others can read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("the API keys file %s is readable by other users (mode %o): run `chmod 600 %s`", path, mode, path)
 
 
 def write_keys_file(path: Path, keys: list[ApiKey]) -> None:

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from rag.errors import ConfigError, InvalidRequestError, RagError
 from rag.settings import Settings, load_settings
+from rag.storage import check_writable, disk_fault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Private RAG on a local open-source LLM.")
 console = Console(stderr=True)
@@ -74,6 +75,7 @@ def ingest(
     from rag.container import build_embedder, build_store
 
     settings = settings_of(ctx)
+    check_writable(settings.data_dir)  # a read-only or full disk: one line with the fix, before any work
     acl = tokens_from(group or [], user or [], public)
     mapping = AclMap.load(acl_map) if acl_map else None
     store = build_store(settings)
@@ -509,6 +511,7 @@ def serve(
     from serving.observability import configure_logging
 
     settings = settings_of(ctx)
+    check_writable(settings.data_dir)  # the store, audit log and uploads live there: refuse early, in one line
     if allow_anonymous:
         settings.server.allow_anonymous = True
     configure_logging("INFO", settings.server.log_format)
@@ -526,7 +529,13 @@ def main() -> None:
     try:
         app()
     except RagError as exc:
-        console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        console.print(f"[red]error[/red] ({exc.code}): {exc.message}", soft_wrap=True)  # one line, for logs too
+        sys.exit(2)
+    except OSError as exc:  # a disk that fills up or turns read-only mid-run: one line with the fix, no traceback
+        fault = disk_fault(exc, Path(exc.filename).parent if exc.filename else os.environ.get("RAG_DATA_DIR", "."))
+        if fault is None:
+            raise
+        console.print(f"[red]error[/red] ({fault.code}): {fault.message}", soft_wrap=True)
         sys.exit(2)
 
 

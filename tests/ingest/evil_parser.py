@@ -24,3 +24,11 @@ def read_document(path: Path, options=None):  # noqa: ANN001, ANN201
     if name.startswith("bug"):
         raise ZeroDivisionError("a parser bug")
     return real_read_document(path, options)
+
+
+def noisy_abort(path: Path, options=None):  # noqa: ANN001, ANN201
+    """Like a native library dying: a crash report on stderr (a Rust OOM backtrace, say), then SIGABRT."""
+    if path.name.startswith("noisy"):
+        os.write(2, b"memory allocation of 2147483648 bytes failed NOISY-MARKER\n")
+        os.abort()
+    return real_read_document(path, options)

@@ -322,7 +322,9 @@ class StubService:
     def close(self) -> None:
         pass
 
-    def ingest_paths(self, paths, progress=None, *, acl=None, tags=None, prune=False, cancel=None, on_total=None):  # noqa: ANN001, ANN201, E501
+    def ingest_paths(
+        self, paths, progress=None, *, acl=None, tags=None, prune=False, cancel=None, on_total=None, roots=None
+    ):  # noqa: ANN001, ANN201, E501
         on_total(2)
         first = FileResult(Path("a.md"), "added", chunks=4, embedded=4, doc_id="a")
         progress(first)
