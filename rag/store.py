@@ -4,6 +4,7 @@ document store (rag.docstore), written in batches, read by cosine similarity."""
 from __future__ import annotations
 
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -237,6 +238,8 @@ class ChromaStore:
         and truncate the text store's write-ahead log; move Chroma's log past the deletions, so that its purge
         drops every record of them, and (embedded) VACUUM chroma.sqlite3, which leaves the deleted rows' bytes in
         free pages otherwise. A Chroma server's file is the server's: `chroma vacuum` there, with it stopped."""
+        if self.server is None:
+            self._scrub_unused_capacity()  # every run: a resize during this run's adds wrote new spare room
         if not self._deleted:
             return
         self.docstore.purge_deleted_words()
@@ -244,6 +247,29 @@ class ChromaStore:
         if self.server is None:
             self._vacuum_chroma()
         self._deleted = 0
+
+    def _scrub_unused_capacity(self) -> None:
+        """Zero the spare room of Chroma's HNSW files. Chroma writes an index file at its full capacity when it
+        creates or grows it, and the slots past the last element hold whatever the process's memory held there:
+        seen here, other chunks' metadata (titles, paths, ACL tokens) and SQLite pages, a deleted document's among
+        them. Later writes touch only the elements they change, so the spare room stays zero once zeroed. The
+        header (hnswlib's: a version, then offset, capacity, element count and element size) says where it
+        starts; a file whose header does not read that way is left alone."""
+        for header in self.path.glob("*/header.bin"):
+            try:
+                raw = header.read_bytes()
+                _, _, capacity, count, size = struct.unpack_from("<iQQQQ", raw)
+                for name, width in (("data_level0.bin", size), ("length.bin", 4)):
+                    target = header.with_name(name)
+                    if not (0 <= count <= capacity and 0 < width and target.stat().st_size == capacity * width):
+                        continue
+                    with open(target, "r+b") as f:
+                        f.seek(count * width)
+                        if f.read().strip(b"\0"):
+                            f.seek(count * width)
+                            f.write(bytes((capacity - count) * width))
+            except (OSError, struct.error):
+                continue  # not an hnswlib segment of the expected shape: nothing to scrub
 
     def _vacuum_chroma(self) -> None:
         """SQLite's VACUUM on Chroma's file, as `chroma vacuum` does, while the client stays open: VACUUM takes
