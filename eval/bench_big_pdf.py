@@ -45,12 +45,9 @@ def make_pdf(path: Path, pages: int, seed: int = 7) -> Path:
     return path
 
 
-def ingest_once(pdf: Path, backend: str, models: Path) -> tuple[float, float, int]:
+def ingest_once(pdf: Path, backend: str) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "data"
-        (data_dir / "models").parent.mkdir(parents=True, exist_ok=True)
-        if models.exists():
-            (data_dir / "models").symlink_to(models, target_is_directory=True)
+        data_dir = Path(tmp) / "data"  # the derived model files come from the machine's cache (cache_dir)
         settings = load_settings(data_dir=data_dir, embedding={"backend": backend})
         embedder = build_embedder(settings)
         embedder.load()
@@ -70,8 +67,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        models = tmp_path / "models"
-        models.mkdir()
         small = make_pdf(tmp_path / "small.pdf", 10)
         started = time.perf_counter()
         big = make_pdf(tmp_path / "big.pdf", args.pages)
@@ -79,8 +74,8 @@ def main() -> None:
             f"generated {args.pages} pages ({big.stat().st_size / 1048576:.1f} MB) "
             f"in {time.perf_counter() - started:.1f}s"
         )
-        small_peak, small_s, small_chunks = ingest_once(small, args.backend, models)
-        big_peak, big_s, big_chunks = ingest_once(big, args.backend, models)
+        small_peak, small_s, small_chunks = ingest_once(small, args.backend)
+        big_peak, big_s, big_chunks = ingest_once(big, args.backend)
         print(f"10 pages:   {small_chunks:5d} chunks in {small_s:6.1f}s, peak RSS {small_peak:7.0f} MiB (process tree)")
         print(
             f"{args.pages} pages: {big_chunks:5d} chunks in {big_s:6.1f}s, peak RSS {big_peak:7.0f} MiB (process tree)"

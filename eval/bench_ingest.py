@@ -111,7 +111,7 @@ def build_backend_embedder(settings: Settings) -> tuple[Any, str]:
     except ImportError as exc:
         raise BackendUnavailable(f"onnx-int8: rag.onnx_embedding is not importable ({exc})") from exc
     try:
-        embedder = OnnxInt8Embedder(settings.embedding, cache_dir=settings.data_dir / "models")
+        embedder = OnnxInt8Embedder(settings.embedding, cache_dir=settings.cache_dir)
     except Exception as exc:  # the module is being written: any signature drift means "not available yet"
         raise BackendUnavailable(f"onnx-int8: cannot build OnnxInt8Embedder ({type(exc).__name__}: {exc})") from exc
     return embedder, "built from rag.onnx_embedding directly: rag.container.build_embedder does not dispatch it yet"

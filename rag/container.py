@@ -27,7 +27,7 @@ def build_embedder(settings: Settings) -> Embedder:
         if resolve_device(embedding.device) != "cuda":
             from rag.onnx_embedding import OnnxInt8Embedder
 
-            return OnnxInt8Embedder(embedding, cache_dir=settings.data_dir / "models")
+            return OnnxInt8Embedder(embedding, cache_dir=settings.cache_dir)
         import logging
 
         logging.getLogger(__name__).info(
@@ -40,7 +40,7 @@ def build_embedder(settings: Settings) -> Embedder:
 def build_engine(settings: Settings) -> GenerationEngine:
     match settings.llm.mode:
         case "transformers":
-            return TransformersEngine(settings.llm, cache_dir=settings.data_dir / "models")
+            return TransformersEngine(settings.llm, cache_dir=settings.cache_dir)
         case "openai":
             from rag.upstream import OpenAIUpstreamEngine
 

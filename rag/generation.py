@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -195,8 +197,12 @@ class TransformersEngine:
 
     def _save_converted(self, model, tokenizer) -> None:  # noqa: ANN001
         target = self._converted_dir()
-        partial = target.with_name(target.name + ".partial")
+        partial: Path | None = None
         try:
+            # A folder of its own: two processes converting the same weights at once (the cache is shared by
+            # every data dir on the machine) each write their own and the first rename wins.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
             # transformers marks GGUF-loaded models as quantized, but the tensors are already dequantized:
             # drop that marker so save_pretrained writes plain safetensors.
             model.hf_quantizer = None
@@ -206,9 +212,16 @@ class TransformersEngine:
             tokenizer.save_pretrained(partial)
             (partial / "source.sha256").write_text(self.model_sha256 or "")
             (partial / "complete").write_text("")
-            partial.replace(target)
-        except (OSError, ValueError) as exc:  # a read-only data dir only costs start-up time
+            try:
+                partial.replace(target)
+            except OSError:
+                if not (target / "complete").is_file():
+                    raise
+                shutil.rmtree(partial, ignore_errors=True)  # another process finished first: keep its copy
+        except (OSError, ValueError) as exc:  # a read-only cache only costs start-up time
             log.warning("could not cache converted weights in %s: %s", target, exc)
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
 
     def _require(self):  # noqa: ANN202
         if self._model is None or self._tokenizer is None:

@@ -36,7 +36,7 @@ class EmbeddingSettings(Section):
     backend: Literal["onnx-int8", "torch"] = Field(
         "onnx-int8",
         description=(
-            "onnx-int8: the model exported once to ONNX and quantised to int8 (cached under data_dir/models), run "
+            "onnx-int8: the model exported once to ONNX and quantised to int8 (cached under cache_dir), run "
             "by onnxruntime, about 1.6x faster on CPU; torch: the sentence-transformers model in fp32 (or on CUDA)."
         ),
     )
@@ -109,7 +109,7 @@ class LLMSettings(Section):
         16, ge=0, description="Requests that may wait for a place in the batch; beyond that, a fast 503."
     )
     cache_converted: bool = Field(
-        True, description="Keep a converted copy of GGUF weights under data_dir/models for fast restarts."
+        True, description="Keep a converted copy of GGUF weights under cache_dir for fast restarts."
     )
 
 
@@ -421,7 +421,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
 
-    data_dir: Path = Field(Path("data"), description="Where the vector store and model caches live.")
+    data_dir: Path = Field(Path("data"), description="Where the vector store, registry and logs live.")
+    cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir(),
+        description="Derived model files (the int8 ONNX embedder, GGUF weights converted for transformers), shared "
+        "by every data dir on the machine and keyed by the source weights' hash: built once per machine, not once "
+        "per data dir. Default: $XDG_CACHE_HOME/private-rag, else ~/.cache/private-rag.",
+    )
     collection: str = Field("documents", description="Chroma collection name.")
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
@@ -444,6 +450,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Explicit arguments (CLI flags, the YAML profile) win over the environment.
         return init_settings, env_settings
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "private-rag"
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from tests.serving.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
+
+# One model cache for the whole run, this process and every `rag` process the tests start (they inherit the
+# environment): derived model files are built once per run, never read from or left in the user's own cache.
+# A RAG_CACHE_DIR set by the caller is kept, so a developer may point several runs at one cache.
+os.environ.setdefault("RAG_CACHE_DIR", tempfile.mkdtemp(prefix="rag-test-cache-"))
 
 OUTBOUND_ATTEMPTS: list[str] = []
 _real_connect = socket.socket.connect
@@ -124,13 +130,6 @@ def real_container(real_data_dir: Path) -> Container:
     container = Container.from_settings(load_settings(data_dir=real_data_dir, server={"api_keys": api_key_settings()}))
     container.load()
     return container
-
-
-def seed_model_cache(real_container: Container, data_dir: Path) -> None:
-    """Copy the converted-weights cache so another data dir skips the ~20 s GGUF conversion."""
-    source = real_container.settings.data_dir / "models"
-    if source.is_dir():
-        shutil.copytree(source, data_dir / "models", dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session")

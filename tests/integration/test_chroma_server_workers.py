@@ -15,14 +15,12 @@ from rag.acl import Identity
 from rag.container import build_store
 from rag.retrieval import Retriever
 from rag.settings import load_settings
-from tests.conftest import seed_model_cache
 
 pytestmark = [pytest.mark.integration]
 
 
 def test_a_second_process_ingests_and_deletes_while_this_one_searches(real_container, chroma_server, tmp_path):
     data_dir = tmp_path / "data"
-    seed_model_cache(real_container, data_dir)
     chroma = {"mode": "server", "host": chroma_server[0], "port": chroma_server[1]}
     settings = load_settings(data_dir=data_dir, collection="workers", chroma=chroma)
     store = build_store(settings)

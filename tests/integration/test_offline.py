@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_CORPUS, seed_model_cache
+from tests.conftest import SAMPLE_CORPUS
 from tests.serving.server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,7 +54,6 @@ def _can_isolate() -> bool:
 @pytest.mark.skipif(not _can_isolate(), reason="needs root and `unshare -n` (util-linux) plus `ip` (iproute2)")
 def test_ingest_ask_and_serve_with_no_route_out(real_container, tmp_path: Path):
     data_dir = tmp_path / "data"
-    seed_model_cache(real_container, data_dir)
     (tmp_path / "client.py").write_text(CLIENT)
     port = free_port()
     rag = f"{sys.executable} -m serving.cli --data-dir {data_dir}"

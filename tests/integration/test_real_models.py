@@ -179,3 +179,16 @@ def test_access_control_on_the_real_path(real_container, tmp_path: Path):
         shown = ask("bob")
         assert "81,500" not in shown and "salary-bands.md" not in shown
     container.store.close()
+
+
+def test_derived_model_files_are_in_the_machine_cache_not_the_data_dir(real_container):
+    """The int8 ONNX embedder and the converted GGUF weights are built once per machine (``cache_dir``, keyed by
+    the source weights' hash) and shared by every data dir: a new data dir costs no conversion."""
+    settings = real_container.settings
+    names = sorted(p.name for p in settings.cache_dir.iterdir())
+    assert any(n.startswith("embed-") and n.endswith("-int8.onnx") for n in names), names
+    assert f"converted-{real_container.engine.model_sha256[:16]}" in names, names
+    assert not (settings.data_dir / "models").exists()
+    from rag.settings import load_settings
+
+    assert load_settings(data_dir=settings.data_dir.parent / "another").cache_dir == settings.cache_dir

@@ -16,7 +16,6 @@ import openai
 import pytest
 
 from eval.load_test import wait_ready
-from tests.conftest import seed_model_cache
 from tests.serving.server import free_port
 
 pytestmark = [pytest.mark.integration]
@@ -33,7 +32,6 @@ def rag(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_keys_json_logs_and_graceful_shutdown(real_container, tmp_path: Path):
     data_dir = tmp_path / "data"
-    seed_model_cache(real_container, data_dir)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")

@@ -18,7 +18,6 @@ from rag.container import Container, build_engine
 from rag.settings import load_settings
 from rag.store import ChromaStore
 from serving.app import create_app
-from tests.conftest import seed_model_cache
 from tests.fakes import TEST_KEYS, api_key_settings, auth
 from tests.serving.server import running
 
@@ -32,7 +31,6 @@ def server(real_container, tmp_path_factory):
     """One slot and one queue place, so that the limits are reached with three requests."""
     tmp = tmp_path_factory.mktemp("limits")
     data_dir = tmp / "data"
-    seed_model_cache(real_container, data_dir)
     settings = load_settings(
         data_dir=data_dir,
         llm={"max_batch": 1, "max_queue": 1},

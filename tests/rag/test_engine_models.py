@@ -153,3 +153,24 @@ def test_chunks_mode_answers_are_checked_on_a_llama_architecture_model(tiny_llm,
     finally:
         container.store.close()
         e.close()
+
+
+def test_two_writers_of_the_same_converted_weights_leave_one_complete_copy(tiny_llm, tmp_path):
+    """The cache is shared by every data dir on the machine, so two processes may convert the same weights at
+    once: each writes a folder of its own, the first rename wins, and no half-written folder is left."""
+    import threading
+
+    e = engine(tiny_llm, tmp_path)
+    try:
+        model, tokenizer = e._require()
+        writers = [threading.Thread(target=e._save_converted, args=(model, tokenizer)) for _ in range(2)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        cache = tmp_path / "models"
+        target = e._converted_dir()
+        assert (target / "complete").is_file() and (target / "source.sha256").read_text() == e.model_sha256
+        assert [p.name for p in cache.iterdir()] == [target.name]  # no leftover partial folder
+    finally:
+        e.close()

@@ -263,7 +263,8 @@ def test_not_ready_before_load(tmp_path: Path) -> None:
 
 def test_build_embedder_picks_the_backend(tmp_path: Path) -> None:
     onnx = build_embedder(load_settings(data_dir=tmp_path))
-    assert isinstance(onnx, OnnxInt8Embedder) and onnx.cache_dir == tmp_path / "models"
+    # Derived model files live in the machine's cache, shared by every data dir, never in the data dir.
+    assert isinstance(onnx, OnnxInt8Embedder) and onnx.cache_dir == load_settings(data_dir=tmp_path / "b").cache_dir
     assert isinstance(
         build_embedder(load_settings(data_dir=tmp_path, embedding={"backend": "torch"})), SentenceTransformerEmbedder
     )

@@ -113,3 +113,14 @@ def test_ingest_default_access_is_not_public_and_refuses_an_empty_list():
         load_settings(ingest={"default_access": []})
     with pytest.raises(ConfigError, match="no namespace"):
         load_settings(ingest={"default_access": ["staff"]})
+
+
+def test_model_files_are_cached_per_machine_not_per_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAG_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    one, two = load_settings(data_dir=tmp_path / "one"), load_settings(data_dir=tmp_path / "two")
+    assert one.cache_dir == two.cache_dir == tmp_path / "xdg" / "private-rag"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert load_settings(data_dir=tmp_path).cache_dir == Path.home() / ".cache" / "private-rag"
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "shared"))
+    assert load_settings(data_dir=tmp_path).cache_dir == tmp_path / "shared"
