@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rag.answering import AnswerService
 from rag.embedding import Embedder, SentenceTransformerEmbedder
@@ -19,6 +21,20 @@ from rag.store import ChromaStore
 log = logging.getLogger(__name__)
 
 
+def model_cache(settings: Settings) -> Path:
+    """``cache_dir``, or the data dir's own ``models`` folder when the machine's cache cannot be written (a
+    read-only home): derived model files then cost a conversion per data dir again, never a failed start."""
+    try:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        if os.access(settings.cache_dir, os.W_OK):
+            return settings.cache_dir
+    except OSError:
+        pass
+    fallback = settings.data_dir / "models"
+    log.warning("the model cache %s cannot be written: using %s (set RAG_CACHE_DIR)", settings.cache_dir, fallback)
+    return fallback
+
+
 def build_embedder(settings: Settings) -> Embedder:
     embedding = settings.embedding
     if embedding.backend == "onnx-int8":
@@ -27,7 +43,7 @@ def build_embedder(settings: Settings) -> Embedder:
         if resolve_device(embedding.device) != "cuda":
             from rag.onnx_embedding import OnnxInt8Embedder
 
-            return OnnxInt8Embedder(embedding, cache_dir=settings.cache_dir)
+            return OnnxInt8Embedder(embedding, cache_dir=model_cache(settings))
         import logging
 
         logging.getLogger(__name__).info(
@@ -40,7 +56,7 @@ def build_embedder(settings: Settings) -> Embedder:
 def build_engine(settings: Settings) -> GenerationEngine:
     match settings.llm.mode:
         case "transformers":
-            return TransformersEngine(settings.llm, cache_dir=settings.cache_dir)
+            return TransformersEngine(settings.llm, cache_dir=model_cache(settings))
         case "openai":
             from rag.upstream import OpenAIUpstreamEngine
 

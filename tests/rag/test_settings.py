@@ -82,7 +82,7 @@ def test_a_typo_in_any_section_of_a_profile_is_refused_with_the_nearest_name(tmp
         ("RAG_RETRIVAL__TOP_K", "did you mean RAG_RETRIEVAL__TOP_K?"),
         ("RAG_LLM__SHA_256", "did you mean RAG_LLM__SHA256?"),
         ("RAG_SERVER__ADMIN_PATH", "did you mean RAG_SERVER__ADMIN_PATHS?"),
-        ("RAG_TOPK", "the top level has: data_dir, collection"),
+        ("RAG_TOPK", "the top level has: data_dir, cache_dir, collection"),
     ],
 )
 def test_an_unknown_rag_variable_is_refused_with_the_nearest_name(monkeypatch: pytest.MonkeyPatch, name: str, fix: str):
@@ -124,3 +124,13 @@ def test_model_files_are_cached_per_machine_not_per_data_dir(tmp_path, monkeypat
     assert load_settings(data_dir=tmp_path).cache_dir == Path.home() / ".cache" / "private-rag"
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "shared"))
     assert load_settings(data_dir=tmp_path).cache_dir == tmp_path / "shared"
+
+
+def test_an_unwritable_model_cache_falls_back_to_the_data_dir(tmp_path):
+    from rag.container import model_cache
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")  # the cache path cannot be created below a file, even by root
+    settings = load_settings(data_dir=tmp_path / "data", cache_dir=blocked / "cache")
+    assert model_cache(settings) == tmp_path / "data" / "models"
+    assert model_cache(load_settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "ok")) == tmp_path / "ok"
