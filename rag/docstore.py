@@ -301,6 +301,7 @@ class DocStore:
             return self._access_counter, 0
         with self._lock:
             if self._watch is None:
+                self.conn  # noqa: B018 - creates the file (and its folder) first: a fresh data dir has neither
                 self._watch = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             version = self._watch.execute("PRAGMA data_version").fetchone()[0]
         return self._access_counter, version
