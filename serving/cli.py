@@ -512,8 +512,8 @@ def serve(
 
     settings = settings_of(ctx)
     check_writable(settings.data_dir)  # the store, audit log and uploads live there: refuse early, in one line
-    if allow_anonymous:
-        settings.server.allow_anonymous = True
+    if allow_anonymous:  # a copy: the settings the context holds stay as they were read
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update={"allow_anonymous": True})})
     configure_logging("INFO", settings.server.log_format)
     uvicorn.run(
         create_app(settings),
