@@ -10,7 +10,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from ingest.readers import DEFAULT_OPTIONS, ReaderOptions
+from ingest.document import DEFAULT_OPTIONS, ReaderOptions
 from rag.errors import DocumentError, EncryptedDocumentError, UnsupportedFormatError
 
 MB = 1024 * 1024

@@ -13,7 +13,8 @@ from email import policy
 from email.message import EmailMessage, Message
 from pathlib import Path
 
-from ingest.readers import MARKDOWN, TEXT, ParsedDocument, Section, decode_text, html_sections, title_from_filename
+from ingest.document import ParsedDocument, Section, decode_text, title_from_filename
+from ingest.html import html_sections
 from rag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
 
 _HEADERS = ("From", "To", "Cc", "Date", "Subject")
@@ -21,6 +22,7 @@ _TEXT_ATTACHMENTS = {"text/plain", "text/markdown", "text/x-markdown"}
 _MAX_DEPTH = 3  # forwarded messages inside forwarded messages...
 _PARSE_ERRORS = (email.errors.MessageError, IndexError, AttributeError, ValueError, TypeError, LookupError)
 NO_SUBJECT = "(no subject)"
+_TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown"}  # attachments read as text whatever their declared type
 
 
 def _header(message: Message, name: str) -> str:
@@ -124,7 +126,7 @@ def message_sections(
             continue
         name = _attachment_name(part, index)
         attachment_names.append(name)
-        if part.get_content_type() in _TEXT_ATTACHMENTS or Path(name).suffix.lower() in TEXT | MARKDOWN:
+        if part.get_content_type() in _TEXT_ATTACHMENTS or Path(name).suffix.lower() in _TEXT_SUFFIXES:
             text = _part_text(part, name)
             if text:
                 attachment_sections.append(Section(text, [*heading, name], page))

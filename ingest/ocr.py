@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingest.readers import DEFAULT_OPTIONS, ParsedDocument, ReaderOptions, Section, title_from_filename
+from ingest.document import DEFAULT_OPTIONS, ParsedDocument, ReaderOptions, Section, title_from_filename
 from rag.errors import DocumentError, EmptyDocumentError, OcrUnavailableError
 
 if TYPE_CHECKING:

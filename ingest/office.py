@@ -19,16 +19,8 @@ from pathlib import Path
 from xml.etree.ElementTree import ParseError
 
 from ingest.containers import OFFICE_KINDS, check_office_zip
-from ingest.readers import (
-    DEFAULT_OPTIONS,
-    ParsedDocument,
-    ReaderOptions,
-    Section,
-    decode_text,
-    streamed_table_sections,
-    table_sections,
-    title_from_filename,
-)
+from ingest.document import DEFAULT_OPTIONS, ParsedDocument, ReaderOptions, Section, decode_text, title_from_filename
+from ingest.tables import streamed_table_sections, table_sections
 from rag.errors import DocumentError, EmptyDocumentError
 
 
