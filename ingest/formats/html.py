@@ -1,12 +1,17 @@
 """HTML to a title and sections with BeautifulSoup: headings h1..h6 become the heading path, tables become Markdown.
 
-Used by the HTML reader and by the e-mail reader for text/html bodies.
+html_sections is also used by the e-mail reader for text/html bodies.
 """
 
 from __future__ import annotations
 
-from ingest.document import Section
+from pathlib import Path
+
+from ingest.document import ParsedDocument, ReaderOptions, Section, decode_text, title_from_filename
 from ingest.tables import table_sections
+from rag.errors import EmptyDocumentError
+
+SUFFIXES = frozenset({".html", ".htm"})
 
 _HTML_DROP = ["script", "style", "noscript", "template", "nav", "footer", "header", "aside", "form", "svg"]
 _HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
@@ -82,3 +87,13 @@ def html_sections(html: str, base_heading: list[str] | None = None) -> tuple[str
         if text:
             sections = [Section(text, base)]
     return title, sections
+
+
+def read(path: Path, options: ReaderOptions | None = None) -> ParsedDocument:
+    title, sections = html_sections(decode_text(path.read_bytes(), path))
+    if not sections:
+        raise EmptyDocumentError(
+            f"{path.name}: no text found in the HTML page (only markup, scripts or navigation): "
+            "check that the page was saved with its content"
+        )
+    return ParsedDocument(title or title_from_filename(path), sections, "html")
