@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.readers import ParsedDocument
+from ingest.document import ParsedDocument
 from rag.schemas import ChunkRecord
 
 

@@ -1,4 +1,4 @@
-"""Checks on zip containers (DOCX, PPTX, XLSX) made BEFORE any parser unpacks them.
+"""Checks on zip containers (DOCX, PPTX, XLSX) made BEFORE any parser unpacks them, and the errors of those parsers.
 
 A zip bomb is refused from its central directory alone (sizes, ratios, entry count): nothing is decompressed here.
 The declared sizes can be trusted as bounds because Python's zipfile, which python-docx, python-pptx and openpyxl
@@ -7,10 +7,13 @@ use, never inflates a member past its declared size (it fails the CRC check inst
 
 from __future__ import annotations
 
+import importlib
 import zipfile
+import zlib
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
-from ingest.readers import DEFAULT_OPTIONS, ReaderOptions
+from ingest.document import DEFAULT_OPTIONS, ReaderOptions
 from rag.errors import DocumentError, EncryptedDocumentError, UnsupportedFormatError
 
 MB = 1024 * 1024
@@ -94,3 +97,57 @@ def _ole_is_encrypted(path: Path) -> bool:
                 return True
             tail = chunk[-len(marker) :]
     return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Parser errors
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def office_parser_errors() -> tuple[type[BaseException], ...]:
+    """What the Office parsers raise on a damaged file (they have no common base class)."""
+    errors: list[type[BaseException]] = [
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        AssertionError,
+        NotImplementedError,
+        RecursionError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        zlib.error,
+        ParseError,
+    ]
+    try:
+        from lxml.etree import LxmlError
+
+        errors.append(LxmlError)
+    except ImportError:  # pragma: no cover - lxml comes with python-docx/python-pptx
+        pass
+    for module, name in (
+        ("docx.opc.exceptions", "OpcError"),
+        ("pptx.exc", "PythonPptxError"),
+        ("openpyxl.utils.exceptions", "InvalidFileException"),
+    ):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # pragma: no cover
+            pass
+    return tuple(errors)
+
+
+def office_error(path: Path, exc: BaseException) -> DocumentError:
+    app = OFFICE_KINDS[path.suffix.lower()][0]
+    detail = f"{type(exc).__name__}: {exc}"[:300]
+    return DocumentError(
+        f"{path.name}: the {app} file could not be read, it may be corrupt ({detail}): open it in {app} or "
+        "LibreOffice and save it again"
+    )
+
+
+def office_title(value: object, junk: tuple[str, ...] = ()) -> str:
+    title = str(value or "").strip()
+    return "" if title.lower() in junk else title

@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import email
 import email.errors
-import mailbox
-from email import policy
 from email.message import EmailMessage, Message
 from pathlib import Path
 
-from ingest.readers import MARKDOWN, TEXT, ParsedDocument, Section, decode_text, html_sections, title_from_filename
-from rag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
+from ingest.document import Section, decode_text
+from ingest.formats import markdown
+from ingest.formats import text as plain_text
+from ingest.formats.html import html_sections
+from rag.errors import DocumentError, UnsupportedFormatError
 
-_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+HEADERS = ("From", "To", "Cc", "Date", "Subject")
 _TEXT_ATTACHMENTS = {"text/plain", "text/markdown", "text/x-markdown"}
 _MAX_DEPTH = 3  # forwarded messages inside forwarded messages...
-_PARSE_ERRORS = (email.errors.MessageError, IndexError, AttributeError, ValueError, TypeError, LookupError)
+PARSE_ERRORS = (email.errors.MessageError, IndexError, AttributeError, ValueError, TypeError, LookupError)
 NO_SUBJECT = "(no subject)"
+_TEXT_SUFFIXES = plain_text.SUFFIXES | markdown.SUFFIXES  # attachments read as text whatever their declared type
 
 
-def _header(message: Message, name: str) -> str:
+def header(message: Message, name: str) -> str:
     """A header as one line of text; a header the parser chokes on falls back to its raw value."""
     try:
         value = message.get(name)
-    except _PARSE_ERRORS:
+    except PARSE_ERRORS:
         value = next((raw for key, raw in message.raw_items() if key.lower() == name.lower()), None)
     return " ".join(str(value).split()) if value is not None else ""
 
@@ -52,7 +54,7 @@ def _part_text(part: Message, name: str) -> str:
 def _attachment_name(part: Message, index: int) -> str:
     try:
         name = part.get_filename()
-    except _PARSE_ERRORS:
+    except PARSE_ERRORS:
         name = None
     return " ".join(str(name).split()) if name else f"attachment {index} ({part.get_content_type()})"
 
@@ -61,7 +63,7 @@ def _is_attachment(part: Message) -> bool:
     disposition = part.get_content_disposition()
     try:
         has_name = bool(part.get_filename())
-    except _PARSE_ERRORS:
+    except PARSE_ERRORS:
         has_name = False
     return disposition == "attachment" or (has_name and disposition != "inline")
 
@@ -84,7 +86,7 @@ def _body(message: Message) -> Message | None:
     if isinstance(message, EmailMessage):
         try:
             return message.get_body(preferencelist=("plain", "html"))
-        except _PARSE_ERRORS:
+        except PARSE_ERRORS:
             return None
     return None
 
@@ -93,7 +95,7 @@ def message_sections(
     message: Message, path: Path, page: int | None = None, base: list[str] | None = None, depth: int = 0
 ) -> tuple[str, list[Section]]:
     """(subject, sections) of one message; `base` prefixes every heading (for forwarded messages)."""
-    subject = _header(message, "Subject")
+    subject = header(message, "Subject")
     heading = [*(base or []), subject or NO_SUBJECT]
     body = _body(message)
     body_sections: list[Section] = []
@@ -115,7 +117,7 @@ def message_sections(
             inner = part.get_payload()
             inner = inner[0] if isinstance(inner, list) and inner else inner
             if isinstance(inner, Message):
-                inner_subject = _header(inner, "Subject") or NO_SUBJECT
+                inner_subject = header(inner, "Subject") or NO_SUBJECT
                 attachment_names.append(f"{inner_subject} (attached message)")
                 if depth < _MAX_DEPTH:
                     attachment_sections += message_sections(inner, path, page, heading, depth + 1)[1]
@@ -124,76 +126,22 @@ def message_sections(
             continue
         name = _attachment_name(part, index)
         attachment_names.append(name)
-        if part.get_content_type() in _TEXT_ATTACHMENTS or Path(name).suffix.lower() in TEXT | MARKDOWN:
+        if part.get_content_type() in _TEXT_ATTACHMENTS or Path(name).suffix.lower() in _TEXT_SUFFIXES:
             text = _part_text(part, name)
             if text:
                 attachment_sections.append(Section(text, [*heading, name], page))
     if not message.is_multipart() and body is None and _is_attachment(message):
         attachment_names.append(_attachment_name(message, 1))  # the whole message is one attachment
 
-    lines = [f"{name}: {value}" for name in _HEADERS if (value := _header(message, name))]
+    lines = [f"{name}: {value}" for name in HEADERS if (value := header(message, name))]
     if attachment_names:
         lines.append("Attachments: " + ", ".join(attachment_names))
     sections = [Section("\n".join(lines), heading, page)] if lines else []
     return subject, sections + body_sections + attachment_sections
 
 
-def _refuse_binary(data: bytes, path: Path, what: str) -> None:
+def refuse_binary(data: bytes, path: Path, what: str) -> None:
     if b"\x00" in data[:4096]:
         raise UnsupportedFormatError(
             f"{path.name}: binary content in {what} (NUL bytes): check the file type, or export it again as {what}"
         )
-
-
-def read_eml(path: Path) -> ParsedDocument:
-    data = path.read_bytes()
-    if not data.strip():
-        raise EmptyDocumentError(f"{path.name}: the file is empty: remove it or add content")
-    _refuse_binary(data, path, "an .eml message")
-    message = email.message_from_bytes(data, policy=policy.default)
-    if not any(_header(message, name) for name in (*_HEADERS, "Message-ID")):
-        raise DocumentError(
-            f"{path.name}: not an e-mail message (no From, To, Date or Subject header): export the message from "
-            "the mail client as .eml"
-        )
-    try:
-        subject, sections = message_sections(message, path)
-    except _PARSE_ERRORS as exc:
-        raise DocumentError(f"{path.name}: the message could not be parsed ({exc}): export it again as .eml") from None
-    if not sections:
-        raise EmptyDocumentError(f"{path.name}: the message has no headers or text: remove it")
-    return ParsedDocument(subject or title_from_filename(path), sections, "eml")
-
-
-def _parse_mbox_message(handle) -> Message:  # noqa: ANN001 - binary file
-    return email.message_from_binary_file(handle, policy=policy.default)
-
-
-def read_mbox(path: Path) -> ParsedDocument:
-    """One document per mailbox; each message's sections carry its number as the page."""
-    with path.open("rb") as handle:
-        head = handle.read(4096)
-    if not head.strip():
-        raise EmptyDocumentError(f"{path.name}: the mailbox is empty: remove it")
-    _refuse_binary(head, path, "an mbox mailbox")
-    box = mailbox.mbox(str(path), factory=_parse_mbox_message, create=False)
-    sections: list[Section] = []
-    messages = failed = 0
-    try:
-        for number, key in enumerate(box.iterkeys(), start=1):
-            messages += 1
-            try:
-                sections += message_sections(box[key], path, page=number)[1]
-            except _PARSE_ERRORS:
-                failed += 1  # one broken message does not sink the mailbox
-    except (OSError, ValueError, KeyError) as exc:
-        raise DocumentError(f"{path.name}: the mailbox could not be read ({exc}): export it again as mbox") from None
-    finally:
-        box.close()
-    if not messages:
-        raise EmptyDocumentError(
-            f"{path.name}: no messages in the mailbox (no line starts with 'From '): check that it is an mbox export"
-        )
-    if not sections:
-        raise EmptyDocumentError(f"{path.name}: none of the {messages} messages has text ({failed} unreadable)")
-    return ParsedDocument(title_from_filename(path), sections, "mbox")

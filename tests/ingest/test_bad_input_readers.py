@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.readers import ReaderOptions, read_document
+from ingest.document import ReaderOptions
+from ingest.readers import read_document
 from rag.errors import (
     DocumentError,
     EmptyDocumentError,

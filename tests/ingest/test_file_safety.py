@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from ingest.chunking import Chunker
+from ingest.document import ParsedDocument, Section
 from ingest.jobs import JobManager
 from ingest.pipeline import IngestService
-from ingest.readers import ParsedDocument, Section
 from rag.settings import IngestSettings
 from rag.store import ChromaStore
 from tests.fakes import HashEmbedder

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest.document import ParsedDocument, ReaderOptions
 from ingest.ocr import ocr_available, ocr_unavailable_reason
-from ingest.readers import SUPPORTED, ParsedDocument, ReaderOptions, read_document
+from ingest.readers import SUPPORTED, read_document
 from rag.errors import OcrUnavailableError
 from tests.fixtures import makers
 
