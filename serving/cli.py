@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -243,9 +244,9 @@ def ask(
     """Answer a question from the ingested documents, with citations. Without --user/--group: public documents
     only."""
     from rag.acl import Identity
-    from rag.answering import TextDelta
+    from rag.answering import final_answer
     from rag.container import Container
-    from rag.schemas import Answer, SearchFilters
+    from rag.schemas import SearchFilters
 
     identity = Identity.of(user, group or []) if user or group else None
     given = {"path_prefix": path_prefix, "path_glob": path_glob, "doc_type": doc_type, "title": title, "tags": tag}
@@ -254,15 +255,8 @@ def ask(
     with console.status("Loading the models…"):
         container.load()
     params = container.answers.params(max_tokens)
-    final = None
     stream = container.answers.stream(question, top_k=top_k, params=params, identity=identity, filters=filters)
-    for event in stream:
-        if isinstance(event, TextDelta):
-            if not as_json:
-                print(event.text, end="", flush=True)
-        elif isinstance(event, Answer):
-            final = event
-    assert final is not None
+    final = final_answer(stream, on_text=None if as_json else partial(print, end="", flush=True))
     if as_json:
         print(json.dumps(final.model_dump(mode="json"), indent=2))
         return

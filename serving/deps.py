@@ -1,4 +1,4 @@
-"""Request dependencies: the process-wide container, and the readiness gate."""
+"""Request dependencies: the process-wide container, and the readiness gate in front of it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def ready_container(container: Container) -> Container:
     if not container.ready:
         raise ModelNotReadyError("the models are still loading: retry in a few seconds")
     return container
+
+
+def get_ready_container(container: ContainerDep) -> Container:
+    """The container once its models are loaded: routes that need the models take this, and get the 503 for free."""
+    return ready_container(container)
+
+
+ReadyContainerDep = Annotated[Container, Depends(get_ready_container)]
 
 
 def has_capacity(container: Container) -> None:

@@ -17,7 +17,7 @@ from rag.documents import DocumentPreview, original_file, preview
 from rag.errors import NotFoundError
 from rag.schemas import Answer, RetrievedChunk, SearchFilters, Seed
 from serving.auth import Principal, PrincipalDep
-from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
+from serving.deps import ContainerDep, ReadyContainerDep, check_prompt_size, has_capacity
 from serving.observability import finish_answer, metrics_text
 from serving.problems import problem
 
@@ -60,9 +60,8 @@ class RetrieveResponse(BaseModel):
 
 
 @router.post("/v1/query", response_model=Answer, tags=["native"])
-async def query(body: QueryRequest, request: Request, container: ContainerDep, principal: PrincipalDep) -> Answer:
+async def query(body: QueryRequest, request: Request, principal: PrincipalDep, container: ReadyContainerDep) -> Answer:
     """Answer with citations, from the documents the caller's key may see."""
-    ready_container(container)
     check_prompt_size(container, [body.question, *(t.content for t in body.history)])
     has_capacity(container)
     service = container.answers
@@ -84,10 +83,9 @@ async def query(body: QueryRequest, request: Request, container: ContainerDep, p
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse, tags=["native"])
 async def retrieve(
-    body: RetrieveRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+    body: RetrieveRequest, request: Request, principal: PrincipalDep, container: ReadyContainerDep
 ) -> RetrieveResponse:
     """The chunks the caller may see that best match the query, without generating an answer."""
-    ready_container(container)
     started = time.perf_counter()
     chunks = await run_in_threadpool(
         partial(container.retriever.retrieve, identity=principal.identity, filters=body.filters, mode=body.mode),
@@ -108,10 +106,11 @@ async def retrieve(
 
 
 @router.get("/v1/documents/{doc_id}", response_model=DocumentPreview, tags=["native"])
-async def document(doc_id: str, request: Request, container: ContainerDep, principal: PrincipalDep) -> DocumentPreview:
+async def document(
+    doc_id: str, request: Request, principal: PrincipalDep, container: ReadyContainerDep
+) -> DocumentPreview:
     """A document's text (preview and download), under the same access check as retrieval; 404 when the caller
     may not see it, exactly as when it does not exist."""
-    ready_container(container)
     outcomes = ("document shown", "document refused")
     with audited_fetch(request, principal, "/v1/documents/{doc_id}", doc_id, outcomes):
         return await run_in_threadpool(preview, container.store, doc_id, principal.identity)
@@ -119,10 +118,9 @@ async def document(doc_id: str, request: Request, container: ContainerDep, princ
 
 @router.get("/v1/documents/{doc_id}/file", tags=["native"], response_class=FileResponse)
 async def document_file(
-    doc_id: str, request: Request, container: ContainerDep, principal: PrincipalDep
+    doc_id: str, request: Request, principal: PrincipalDep, container: ReadyContainerDep
 ) -> FileResponse:
     """The original file, under the same access check as retrieval (404 alike when the caller may not see it)."""
-    ready_container(container)
     with audited_fetch(request, principal, "/v1/documents/{doc_id}/file", doc_id, ("file sent", "file refused")):
         path = await run_in_threadpool(original_file, container.store, doc_id, principal.identity)
     return FileResponse(path, filename=path.name, headers={"X-Content-Type-Options": "nosniff"})

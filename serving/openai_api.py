@@ -14,11 +14,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from rag.answering import TextDelta
+from rag.answering import TextDelta, final_answer
 from rag.errors import InvalidRequestError
 from rag.schemas import Answer, Seed
 from serving.auth import PrincipalDep
-from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
+from serving.deps import ContainerDep, ReadyContainerDep, check_prompt_size, has_capacity
 from serving.observability import finish_answer, stream_failed
 from serving.problems import stream_problem
 
@@ -173,9 +173,8 @@ async def list_models(container: ContainerDep, principal: PrincipalDep) -> dict:
 
 @router.post("/chat/completions")
 async def chat_completions(  # noqa: ANN201
-    body: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+    body: ChatCompletionRequest, request: Request, principal: PrincipalDep, container: ReadyContainerDep
 ):
-    ready_container(container)
     check_prompt_size(container, (m.text() for m in body.messages))
     has_capacity(container)
     service = container.answers
@@ -195,7 +194,7 @@ async def chat_completions(  # noqa: ANN201
         stream = service.stream_plain(messages, params=params, cancel=cancel)
     route = "/v1/chat/completions"
     if not body.stream:
-        answer = await run_in_threadpool(_last, stream)
+        answer = await run_in_threadpool(final_answer, stream)
         finish_answer(request.app.state, principal, route, answer)
         return {
             "id": completion_id,
@@ -252,13 +251,6 @@ async def chat_completions(  # noqa: ANN201
     return StreamingResponse(
         sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-
-
-def _last(events):  # noqa: ANN001, ANN202
-    for event in events:
-        if isinstance(event, Answer):
-            return event
-    raise RuntimeError("answer stream ended without a final answer")  # pragma: no cover
 
 
 def _prepend(first, rest):  # noqa: ANN001, ANN202
