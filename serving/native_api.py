@@ -9,17 +9,22 @@ from functools import partial
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from rag.documents import DocumentPreview, original_file, preview
-from rag.errors import NotFoundError
+from rag.errors import (
+    EngineStoppedError,
+    ModelLoadFailedError,
+    ModelNotReadyError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from rag.schemas import Answer, RetrievedChunk, SearchFilters, Seed
 from serving.auth import Principal, PrincipalDep
 from serving.deps import ContainerDep, ReadyContainerDep, check_prompt_size, has_capacity
 from serving.observability import finish_answer, metrics_text
-from serving.problems import problem
 
 router = APIRouter()
 
@@ -159,20 +164,20 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz", tags=["health"], response_model=None)
-async def readyz(container: ContainerDep) -> dict | JSONResponse:
+async def readyz(container: ContainerDep) -> dict:
     """Ready once the embedder, the store and the LLM are loaded, while the store answers and the generation
     loop runs; 503 with the reason otherwise (a load balancer then sends traffic elsewhere)."""
     if container.load_error is not None:
-        return problem(503, "model_load_failed", "Not ready", f"model loading failed: {container.load_error}")
+        raise ModelLoadFailedError(f"model loading failed: {container.load_error}")
     if not container.ready:
-        return problem(503, "model_not_ready", "Not ready", "models are still loading", headers={"Retry-After": "5"})
+        raise ModelNotReadyError("models are still loading")
     try:
         chunks = await run_in_threadpool(container.store.count)
     except Exception as exc:  # noqa: BLE001 - any store failure means not ready, with its reason
-        return problem(503, "store_unavailable", "Not ready", f"the vector store does not answer: {exc}")
+        raise StoreUnavailableError(f"the vector store does not answer: {exc}") from exc
     healthy = getattr(container.engine, "healthy", None)
     if callable(healthy) and not healthy():
-        return problem(503, "engine_stopped", "Not ready", "the generation loop is not running: restart the server")
+        raise EngineStoppedError("the generation loop is not running: restart the server")
     load = getattr(container.engine, "load_info", None)
     return {
         "status": "ready",
