@@ -22,9 +22,9 @@ from rag.errors import (
     StoreUnavailableError,
 )
 from rag.schemas import Answer, RetrievedChunk, SearchFilters, Seed
-from serving.auth import Principal, PrincipalDep
-from serving.deps import ContainerDep, ReadyContainerDep, check_prompt_size, has_capacity
-from serving.observability import finish_answer, metrics_text
+from serving.auth import PrincipalDep
+from serving.deps import AuditDep, ContainerDep, ReadyContainerDep, RouteAudit, check_prompt_size, has_capacity
+from serving.observability import metrics_text
 
 router = APIRouter()
 
@@ -65,7 +65,7 @@ class RetrieveResponse(BaseModel):
 
 
 @router.post("/v1/query", response_model=Answer, tags=["native"])
-async def query(body: QueryRequest, request: Request, principal: PrincipalDep, container: ReadyContainerDep) -> Answer:
+async def query(body: QueryRequest, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep) -> Answer:
     """Answer with citations, from the documents the caller's key may see."""
     check_prompt_size(container, [body.question, *(t.content for t in body.history)])
     has_capacity(container)
@@ -82,13 +82,13 @@ async def query(body: QueryRequest, request: Request, principal: PrincipalDep, c
         ),
         body.question,
     )
-    finish_answer(request.app.state, principal, "/v1/query", answer)
+    audit.answered(answer)
     return answer
 
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse, tags=["native"])
 async def retrieve(
-    body: RetrieveRequest, request: Request, principal: PrincipalDep, container: ReadyContainerDep
+    body: RetrieveRequest, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
 ) -> RetrieveResponse:
     """The chunks the caller may see that best match the query, without generating an answer."""
     started = time.perf_counter()
@@ -97,14 +97,9 @@ async def retrieve(
         body.query,
         body.top_k,
     )
-    if request.app.state.audit is not None:
-        request.app.state.audit.record(
-            principal=principal,
-            route="/v1/retrieve",
-            question=body.query,
-            retrieved=(str(c.metadata.get("doc_id", "")) for c in chunks),
-            outcome="retrieved",
-        )
+    audit.record(
+        question=body.query, retrieved=(str(c.metadata.get("doc_id", "")) for c in chunks), outcome="retrieved"
+    )
     return RetrieveResponse(
         query=body.query, chunks=chunks, retrieval_ms=round((time.perf_counter() - started) * 1000, 1)
     )
@@ -112,42 +107,37 @@ async def retrieve(
 
 @router.get("/v1/documents/{doc_id}", response_model=DocumentPreview, tags=["native"])
 async def document(
-    doc_id: str, request: Request, principal: PrincipalDep, container: ReadyContainerDep
+    doc_id: str, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
 ) -> DocumentPreview:
     """A document's text (preview and download), under the same access check as retrieval; 404 when the caller
     may not see it, exactly as when it does not exist."""
     outcomes = ("document shown", "document refused")
-    with audited_fetch(request, principal, "/v1/documents/{doc_id}", doc_id, outcomes):
+    with audited_fetch(audit, doc_id, outcomes):
         return await run_in_threadpool(preview, container.store, doc_id, principal.identity)
 
 
 @router.get("/v1/documents/{doc_id}/file", tags=["native"], response_class=FileResponse)
 async def document_file(
-    doc_id: str, request: Request, principal: PrincipalDep, container: ReadyContainerDep
+    doc_id: str, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
 ) -> FileResponse:
     """The original file, under the same access check as retrieval (404 alike when the caller may not see it)."""
-    with audited_fetch(request, principal, "/v1/documents/{doc_id}/file", doc_id, ("file sent", "file refused")):
+    with audited_fetch(audit, doc_id, ("file sent", "file refused")):
         path = await run_in_threadpool(original_file, container.store, doc_id, principal.identity)
     return FileResponse(path, filename=path.name, headers={"X-Content-Type-Options": "nosniff"})
 
 
 @contextmanager
-def audited_fetch(
-    request: Request, principal: Principal, route: str, doc_id: str, outcomes: tuple[str, str]
-) -> Iterator[None]:
+def audited_fetch(audit: RouteAudit, doc_id: str, outcomes: tuple[str, str]) -> Iterator[None]:
     """One audit line per document fetch: ``outcomes[0]`` when it is sent, ``outcomes[1]`` with the reason when it is
     refused (404). The caller cannot tell a document that is not there from one that is not theirs to see; the admin
     reading the log can."""
-    audit = request.app.state.audit
     sent, refused = outcomes
     try:
         yield
     except NotFoundError as exc:
-        if audit is not None:
-            audit.record(principal=principal, route=route, outcome=refused, requested=doc_id, reason=exc.message)
+        audit.record(outcome=refused, requested=doc_id, reason=exc.message)
         raise
-    if audit is not None:
-        audit.record(principal=principal, route=route, retrieved=[doc_id], outcome=sent)
+    audit.record(retrieved=[doc_id], outcome=sent)
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)
