@@ -30,11 +30,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # Now, not when the models load in the background: a second server on an embedded store another process
         # holds fails at start, naming that process, instead of serving "not ready" for good.
         container.store.hold()
-    jobs = None
-    if container.settings.server.admin_api:
-        from ingest.jobs import JobManager
-
-        jobs = JobManager(container)
+    jobs = container.job_manager() if container.settings.server.admin_api else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
