@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import rag  # noqa: F401  - offline switches first
-from ingest.pipeline import IngestService
 from rag.container import Container
 from rag.settings import load_settings
 
@@ -39,7 +38,7 @@ def main() -> None:
         container.load(llm=False)
         embed_load = time.perf_counter() - started
 
-        service = IngestService(container.embedder, container.store, settings.chunking)
+        service = container.ingest_service()  # the configured ingest settings, as `rag ingest` uses them
         report = service.ingest_paths([args.corpus], acl=["public"])  # answered below without an identity
         chunks = report.chunks_embedded
         print(

@@ -231,7 +231,7 @@ class JobManager:
         self, container: Container, *, service: IngestService | None = None, delete_wait_s: float = 30.0
     ) -> None:
         self.settings = container.settings
-        self.service = service or IngestService.from_settings(container.settings, container.embedder, container.store)
+        self.service = service or container.ingest_service()
         self.delete_wait_s = delete_wait_s
         self.uploads_dir = Path(self.settings.data_dir) / "uploads"
         self._jobs: OrderedDict[str, Job] = OrderedDict()

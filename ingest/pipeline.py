@@ -34,7 +34,6 @@ from rag.acl import AclMap, acl_metadata, document_tokens, normalize_tags
 from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
 from rag.errors import (
-    ConfigError,
     DocumentError,
     FileTooLargeError,
     InvalidRequestError,
@@ -265,18 +264,8 @@ class IngestService:
         return WriterLock(self.data_dir, purpose)
 
     def check_embedder(self) -> None:
-        """Refuse to mix vectors of two different embedders in one collection."""
-        mine = str(getattr(self.embedder, "fingerprint", self.embedder.model_id))
-        recorded = self.registry.get_meta("embedder")
-        if recorded is None:
-            if self.store.count() == 0 or not self.registry.documents():
-                self.registry.set_meta("embedder", mine)
-            return
-        if recorded != mine:
-            raise ConfigError(
-                f"the store at {self.data_dir} was embedded with {recorded}, but the configured embedder is {mine}: "
-                "set embedding.backend/model back, or ingest into a new data dir"
-            )
+        """Refuse to mix vectors of two different embedders in one collection; the first ingest claims the store."""
+        self.store.check_embedder(self.embedder, claim=True)
 
     # -- jobs -------------------------------------------------------------------------------------------------
 

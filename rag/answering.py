@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rag import answer_kind, verify
@@ -37,6 +37,19 @@ class Generating:
 
 
 GENERATING = Generating()
+
+
+def final_answer(
+    events: Iterable[TextDelta | Generating | Answer], on_text: Callable[[str], None] | None = None
+) -> Answer:
+    """Drain an answer stream to its final :class:`Answer`, passing each piece of text to ``on_text`` as it comes
+    (a terminal prints it); the one place that knows how a stream ends."""
+    for event in events:
+        if isinstance(event, Answer):
+            return event
+        if on_text is not None and isinstance(event, TextDelta):
+            on_text(event.text)
+    raise RuntimeError("answer stream ended without a final answer")  # pragma: no cover
 
 
 def _ms(seconds: float) -> float:
@@ -76,10 +89,7 @@ class AnswerService:
         )
 
     def answer(self, question: str, **kwargs) -> Answer:  # noqa: ANN003
-        for event in self.stream(question, **kwargs):
-            if isinstance(event, Answer):
-                return event
-        raise RuntimeError("answer stream ended without a final answer")  # pragma: no cover
+        return final_answer(self.stream(question, **kwargs))
 
     def stream(
         self,

@@ -8,15 +8,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.answering import AnswerService
 from rag.embedding import Embedder, SentenceTransformerEmbedder
-from rag.errors import ConfigError
 from rag.generation import GenerationEngine, TransformersEngine
 from rag.rerank import CrossEncoderReranker
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import ChromaStore
+
+if TYPE_CHECKING:  # the types only: rag/ imports no other package at run time (see ingest_service)
+    from ingest.jobs import JobManager
+    from ingest.pipeline import IngestService
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +107,19 @@ class Container:
 
     def check_embedder(self) -> None:
         """Queries must be embedded by the embedder that wrote the store's vectors."""
-        recorded = self.store.docstore.get_meta("embedder")
-        mine = str(getattr(self.embedder, "fingerprint", self.embedder.model_id))
-        if recorded is not None and recorded != mine:
-            raise ConfigError(
-                f"the store at {self.settings.data_dir} was embedded with {recorded}, but the configured embedder "
-                f"is {mine}: set embedding.backend/model back, or re-ingest into a new data dir"
-            )
+        self.store.check_embedder(self.embedder)
+
+    def ingest_service(self) -> IngestService:
+        """The ingest pipeline over this container's embedder and store, with the configured ingest settings."""
+        from ingest.pipeline import IngestService  # lazily: rag/ imports no other package when it loads
+
+        return IngestService(self.embedder, self.store, self.settings.chunking, self.settings.ingest)
+
+    def job_manager(self) -> JobManager:
+        """The admin API's ingest job queue (server.admin_api), over this container's ingest service."""
+        from ingest.jobs import JobManager  # lazily: rag/ imports no other package when it loads
+
+        return JobManager(self)
 
     def load(self, *, llm: bool = True) -> None:
         """Load models and open the store; records a failure for /readyz instead of hiding it."""

@@ -32,6 +32,14 @@ class ModelNotReadyError(RagError):
     title = "Models are still loading"
 
 
+class ModelLoadFailedError(ModelNotReadyError):
+    """Loading failed for good: retrying is useless until the settings are fixed and the server restarted."""
+
+    code = "model_load_failed"
+    title = "Model loading failed"
+    retry_after = None
+
+
 class InvalidRequestError(RagError):
     code = "invalid_request"
     status = 400
@@ -48,6 +56,20 @@ class GenerationFailedError(RagError):
 class StoreError(RagError):
     code = "store_error"
     title = "Vector store error"
+
+
+class StoreUnavailableError(StoreError):
+    code = "store_unavailable"
+    status = 503
+    title = "Vector store unavailable"
+    retry_after = None
+
+
+class EngineStoppedError(RagError):
+    code = "engine_stopped"
+    status = 503
+    title = "Generation loop stopped"
+    retry_after = None
 
 
 class DocumentError(RagError):
@@ -130,6 +152,18 @@ class PayloadTooLargeError(RagError):
     code = "body_too_large"
     status = 413
     title = "Request body too large"
+
+
+class RequestTimeoutError(RagError):
+    code = "request_timeout"
+    status = 408
+    title = "Request timeout"
+
+
+class TooManyConnectionsError(RagError):
+    code = "too_many_connections"
+    status = 429
+    title = "Too many connections"
 
 
 class RetryLaterError(RagError):

@@ -9,13 +9,16 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.docstore import DocStore
-from rag.errors import StoreError
+from rag.errors import ConfigError, StoreError
 from rag.locking import hold_store, release_store
 from rag.schemas import ChunkRecord, RetrievedChunk
 from rag.vector_index import DenseIndex
+
+if TYPE_CHECKING:
+    from rag.embedding import Embedder
 
 # Chroma refuses an add of more records than its max batch size (about 5,461 here), after the embedding
 # work is done; stay well below it.
@@ -139,6 +142,21 @@ class ChromaStore:
                 self._holding = False
                 release_store(self.path)
             self.docstore.close()
+
+    def check_embedder(self, embedder: Embedder, *, claim: bool = False) -> None:
+        """Vectors of two embedders never meet in one collection: queries and new chunks must be embedded by the
+        embedder that wrote the store. ``claim`` (ingest): a store with no documents yet records ``embedder``."""
+        mine = str(getattr(embedder, "fingerprint", embedder.model_id))
+        recorded = self.docstore.get_meta("embedder")
+        if recorded is None:
+            if claim and (self.count() == 0 or not self.docstore.documents()):
+                self.docstore.set_meta("embedder", mine)
+            return
+        if recorded != mine:
+            raise ConfigError(
+                f"the store at {self.path.parent} was embedded with {recorded}, but the configured embedder is "
+                f"{mine}: set embedding.backend/model back, or ingest into a new data dir"
+            )
 
     def count(self) -> int:
         return self.collection.count()

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from ingest.jobs import JobManager
 from rag.errors import NotFoundError
 from serving.auth import require_admin
-from serving.deps import ContainerDep, ready_container
+from serving.deps import get_ready_container
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -132,20 +132,18 @@ def _location(job_id: str) -> str:
 # -- jobs -----------------------------------------------------------------------------------------------------
 
 
-@router.post("/ingest/jobs", status_code=202, response_model=JobModel)
-async def submit_paths(body: PathJobRequest, jobs: JobsDep, container: ContainerDep, response: Response) -> dict:
+@router.post("/ingest/jobs", status_code=202, response_model=JobModel, dependencies=[Depends(get_ready_container)])
+async def submit_paths(body: PathJobRequest, jobs: JobsDep, response: Response) -> dict:
     """Queue a job over server-side files and folders; poll the `Location` for progress."""
-    ready_container(container)
     job = await run_in_threadpool(jobs.submit_paths, body.paths, body.acl, body.prune, body.tags)
     response.headers["Location"] = _location(job.id)
     return jobs.snapshot(job)
 
 
-@router.post("/ingest/uploads", status_code=202, response_model=JobModel)
+@router.post("/ingest/uploads", status_code=202, response_model=JobModel, dependencies=[Depends(get_ready_container)])
 async def submit_upload(
     files: Annotated[list[UploadFile], File(description="One or more files; repeat the `files` part.")],
     jobs: JobsDep,
-    container: ContainerDep,
     response: Response,
     acl: Annotated[
         str | None,
@@ -153,7 +151,6 @@ async def submit_upload(
     ] = None,
 ) -> dict:
     """Save the uploaded files (each at most server.max_upload_mb) and queue a job over them."""
-    ready_container(container)
     tokens = acl.split(",") if acl is not None else None  # sent but blank: refused, as an empty list
     try:
         job = await run_in_threadpool(jobs.submit_upload, [(f.filename, f.file) for f in files], tokens)

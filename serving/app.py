@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 
@@ -19,6 +20,11 @@ from serving.middleware import BodyLimitMiddleware
 from serving.observability import AuditLog, ObservabilityMiddleware
 from serving.problems import install_error_handlers
 
+if TYPE_CHECKING:
+    from starlette.types import Lifespan
+
+    from ingest.jobs import JobManager
+
 log = logging.getLogger(__name__)
 
 
@@ -30,32 +36,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # Now, not when the models load in the background: a second server on an embedded store another process
         # holds fails at start, naming that process, instead of serving "not ready" for good.
         container.store.hold()
-    jobs = None
-    if container.settings.server.admin_api:
-        from ingest.jobs import JobManager
-
-        jobs = JobManager(container)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if not container.ready:
-            threading.Thread(target=_load, args=(container,), name="load-models", daemon=True).start()
-        try:
-            yield
-        finally:
-            if jobs is not None:  # cancel queued ingest jobs, stop the running one after its current file
-                await asyncio.to_thread(jobs.shutdown)
-            close = getattr(container.engine, "close", None)
-            if owns_container and callable(close):  # streams were drained first (server.shutdown_timeout_s)
-                await asyncio.to_thread(close)
-            container.store.close()  # let go of the embedded store: another process may open it now
-            if audit is not None:
-                audit.close()
+    jobs = container.job_manager() if container.settings.server.admin_api else None
 
     app = FastAPI(
         title="Private RAG",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan(container, jobs, owns_container),
         description="Answers from your own documents with a local LLM, with citations.",
         dependencies=[Depends(valid_unicode)],  # a lone surrogate in any JSON body: 400, not a 500 further on
     )
@@ -83,6 +69,29 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.state.jobs = jobs
         app.include_router(admin_api.router)
     return app
+
+
+def _lifespan(container: Container, jobs: JobManager | None, owns_container: bool) -> Lifespan[FastAPI]:
+    """Load the models in the background at startup; at shutdown stop the jobs, the engine (if ours), the store and
+    the audit log."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not container.ready:
+            threading.Thread(target=_load, args=(container,), name="load-models", daemon=True).start()
+        try:
+            yield
+        finally:
+            if jobs is not None:  # cancel queued ingest jobs, stop the running one after its current file
+                await asyncio.to_thread(jobs.shutdown)
+            close = getattr(container.engine, "close", None)
+            if owns_container and callable(close):  # streams were drained first (server.shutdown_timeout_s)
+                await asyncio.to_thread(close)
+            container.store.close()  # let go of the embedded store: another process may open it now
+            if app.state.audit is not None:
+                app.state.audit.close()
+
+    return lifespan
 
 
 def _load(container: Container) -> None:

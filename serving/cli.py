@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -79,49 +80,58 @@ def ingest(
     acl = tokens_from(group or [], user or [], public)
     mapping = AclMap.load(acl_map) if acl_map else None
     store = build_store(settings)
-    # The registry, not Chroma's count: a store written before the registry existed gets its texts filled in.
-    if if_empty and store.docstore.documents("indexed"):
-        console.print(f"The store at {settings.data_dir} already holds {store.count()} chunks; nothing to do.")
+    if if_empty and already_ingested(settings, store):
         return
     embedder = build_embedder(settings)
     service = IngestService.from_settings(settings, embedder, store)
     service.warm()  # parse workers start while the model loads
     with console.status("Loading the embedding model…"):
         embedder.load()
+    try:
+        report = ingest_with_progress(service, paths, acl=acl, acl_map=mapping, tags=tag, prune=prune)
+    finally:
+        service.close()
+    print_report(report)
+    console.print(f"The store now holds {store.count()} chunks.")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def already_ingested(settings: Settings, store) -> bool:  # noqa: ANN001 - ChromaStore
+    # The registry, not Chroma's count: a store written before the registry existed gets its texts filled in.
+    if not store.docstore.documents("indexed"):
+        return False
+    console.print(f"The store at {settings.data_dir} already holds {store.count()} chunks; nothing to do.")
+    return True
+
+
+def progress_bar(verb: str, fields: str) -> Progress:
+    """The bar `rag ingest` and `rag eval` show: ``verb``, the bar, done/total, ``fields``, ETA and time taken."""
     columns = [
-        TextColumn("[bold]Ingesting"),
+        TextColumn(f"[bold]{verb}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("files · {task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s · ETA"),
+        TextColumn(fields),
         TimeRemainingColumn(),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("ingest", total=None, chunks=0, rate=0.0)
+    return Progress(*columns, console=console, transient=False)
+
+
+def ingest_with_progress(service, paths: list[Path], **options) -> Any:  # noqa: ANN001, ANN003, ANN401
+    """``service.ingest_paths`` under a progress bar of files, chunks and chunks per second."""
+    with progress_bar(
+        "Ingesting", "files · {task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s · ETA"
+    ) as bar:
+        task = bar.add_task("ingest", total=None, chunks=0, rate=0.0)
         counts = {"chunks": 0}
 
         def on_file(result) -> None:  # noqa: ANN001
             counts["chunks"] += result.embedded
-            elapsed = progress.tasks[0].elapsed or 1e-9
+            elapsed = bar.tasks[0].elapsed or 1e-9
             advance = 0 if result.status == "removed" else 1
-            progress.update(task, advance=advance, chunks=counts["chunks"], rate=counts["chunks"] / elapsed)
+            bar.update(task, advance=advance, chunks=counts["chunks"], rate=counts["chunks"] / elapsed)
 
-        try:
-            report = service.ingest_paths(
-                paths,
-                progress=on_file,
-                acl=acl,
-                acl_map=mapping,
-                tags=tag,
-                prune=prune,
-                on_total=lambda n: progress.update(task, total=n),
-            )
-        finally:
-            service.close()
-    print_report(report)
-    console.print(report.summary(), soft_wrap=True)
-    console.print(f"The store now holds {store.count()} chunks.")
-    raise typer.Exit(0 if report.ok else 1)
+        return service.ingest_paths(paths, progress=on_file, on_total=lambda n: bar.update(task, total=n), **options)
 
 
 def print_report(report) -> None:  # noqa: ANN001 - IngestReport
@@ -157,6 +167,7 @@ def print_report(report) -> None:  # noqa: ANN001 - IngestReport
     for result in report.files:
         if result.status == "removed":
             console.print(f"removed {result.path} (file gone)")
+    console.print(report.summary(), soft_wrap=True)
 
 
 docs_app = typer.Typer(no_args_is_help=True, help="List and delete ingested documents.")
@@ -243,9 +254,9 @@ def ask(
     """Answer a question from the ingested documents, with citations. Without --user/--group: public documents
     only."""
     from rag.acl import Identity
-    from rag.answering import TextDelta
+    from rag.answering import final_answer
     from rag.container import Container
-    from rag.schemas import Answer, SearchFilters
+    from rag.schemas import SearchFilters
 
     identity = Identity.of(user, group or []) if user or group else None
     given = {"path_prefix": path_prefix, "path_glob": path_glob, "doc_type": doc_type, "title": title, "tags": tag}
@@ -254,19 +265,17 @@ def ask(
     with console.status("Loading the models…"):
         container.load()
     params = container.answers.params(max_tokens)
-    final = None
     stream = container.answers.stream(question, top_k=top_k, params=params, identity=identity, filters=filters)
-    for event in stream:
-        if isinstance(event, TextDelta):
-            if not as_json:
-                print(event.text, end="", flush=True)
-        elif isinstance(event, Answer):
-            final = event
-    assert final is not None
+    final = final_answer(stream, on_text=None if as_json else partial(print, end="", flush=True))
     if as_json:
         print(json.dumps(final.model_dump(mode="json"), indent=2))
         return
     print()
+    print_sources(final)
+
+
+def print_sources(final) -> None:  # noqa: ANN001 - Answer
+    """What follows the answer's text in `rag ask`: its citations, how well the sources support it, its timings."""
     for c in final.citations:
         where = f"page {c.page}" if c.page else c.heading
         print(f"[{c.index}] {c.title} — {where} ({c.source}) score {c.score:.2f}")
@@ -388,15 +397,7 @@ def eval_run(
         )
     with console.status("Loading the models…"):
         container.load()
-    columns = [
-        TextColumn("[bold]Evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("questions · {task.fields[last]}"),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, console=console) as progress:
+    with progress_bar("Evaluating", "questions · {task.fields[last]}") as progress:
         task = progress.add_task("eval", total=len(items), last="")
         report = run_eval(
             container,

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from rag.errors import RagError, RequestTimeoutError, TooManyConnectionsError
 from rag.settings import ServerSettings
 from serving.problems import problem_body
 
@@ -69,10 +70,10 @@ def connection_options(server: ServerSettings) -> dict[str, Any]:
     }
 
 
-def raw_problem(status: int, code: str, title: str, detail: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+def raw_problem(error: RagError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     """A whole problem+json response with ``Connection: close``, for answers given before any app runs."""
-    body = json.dumps(problem_body(status, code, title, detail)).encode()
-    head = [STATUS_LINE[status]]
+    body = json.dumps(problem_body(error.status, error.code, error.title, error.message)).encode()
+    head = [STATUS_LINE[error.status]]
     for name, value in default_headers:
         head += [name, b": ", value, b"\r\n"]
     head += [
@@ -131,7 +132,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             f"this address has {cap} connections open, the most this server allows one client "
             "(server.max_connections_per_client): reuse or close connections, then retry"
         )
-        answer = raw_problem(429, "too_many_connections", "Too many connections", detail, self._default_headers())
+        answer = raw_problem(TooManyConnectionsError(detail), self._default_headers())
         self.transport.write(answer)
         # Half-close and keep reading (and discarding): closing at once with the client's request unread would
         # reset the connection and lose the answer.
@@ -230,9 +231,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         else:  # a late head: answer unless the response to an earlier (pipelined) request is still going
             can_answer = cycle is None or cycle.response_complete
         if can_answer:
-            self.transport.write(
-                raw_problem(408, "request_timeout", "Request timeout", detail, self._default_headers())
-            )
+            self.transport.write(raw_problem(RequestTimeoutError(detail), self._default_headers()))
         self._reading = None
         self.transport.close()
 

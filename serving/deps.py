@@ -1,8 +1,9 @@
-"""Request dependencies: the process-wide container, and the readiness gate."""
+"""Request dependencies: the process-wide container, and the readiness gate in front of it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from email.message import Message
 from typing import Annotated, Any
 
@@ -10,6 +11,9 @@ from fastapi import Depends, Request
 
 from rag.container import Container
 from rag.errors import InvalidRequestError, ModelNotReadyError, PromptTooLongError
+from rag.schemas import Answer
+from serving.auth import Principal, PrincipalDep
+from serving.observability import AuditLog, finish_answer
 
 
 def get_container(request: Request) -> Container:
@@ -25,6 +29,39 @@ def ready_container(container: Container) -> Container:
     if not container.ready:
         raise ModelNotReadyError("the models are still loading: retry in a few seconds")
     return container
+
+
+def get_ready_container(container: ContainerDep) -> Container:
+    """The container once its models are loaded: routes that need the models take this, and get the 503 for free."""
+    return ready_container(container)
+
+
+ReadyContainerDep = Annotated[Container, Depends(get_ready_container)]
+
+
+@dataclass
+class RouteAudit:
+    """The audit log bound to one request's caller and route, so a route says what happened and nothing else."""
+
+    log: AuditLog | None
+    principal: Principal
+    route: str
+
+    def answered(self, answer: Answer) -> None:
+        """Metrics and the audit line for an answered question."""
+        finish_answer(self.log, self.principal, self.route, answer)
+
+    def record(self, **entry: Any) -> None:  # noqa: ANN401 - AuditLog.record's fields
+        if self.log is not None:
+            self.log.record(principal=self.principal, route=self.route, **entry)
+
+
+def get_audit(request: Request, principal: PrincipalDep) -> RouteAudit:
+    # The route's template ("/v1/documents/{doc_id}"), not the path asked for: one name per route in the log.
+    return RouteAudit(request.app.state.audit, principal, request.scope["route"].path)
+
+
+AuditDep = Annotated[RouteAudit, Depends(get_audit)]
 
 
 def has_capacity(container: Container) -> None:

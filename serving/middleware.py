@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag.errors import RagError
+from rag.errors import PayloadTooLargeError, RagError, UploadTooLargeError
 from serving.auth import authenticate, require_admin
-from serving.problems import problem, rag_problem
+from serving.problems import rag_problem
 
 UPLOAD_PATHS = ("/v1/admin/ingest/uploads",)
 _BOUNDARY = re.compile(r'boundary="?([^";,]{1,200})"?', re.IGNORECASE)
@@ -94,21 +94,20 @@ class _PartMeter(_Meter):
 
     def _refusal(self) -> JSONResponse:
         name = "".join(c for c in self.filename if c.isprintable())[:100] or "a file in the upload"
-        return problem(
-            413,
-            "upload_too_large",
-            "Upload too large",
-            f"{name}: the file is over the {self.limit_mb:g} MB upload limit: split it, or raise server.max_upload_mb",
+        return rag_problem(
+            UploadTooLargeError(
+                f"{name}: the file is over the {self.limit_mb:g} MB upload limit: split it, or raise "
+                "server.max_upload_mb"
+            )
         )
 
 
 def body_too_large(max_bytes: int, size: str) -> JSONResponse:
-    return problem(
-        413,
-        "body_too_large",
-        "Request body too large",
-        f"the request body is {size}; this server accepts at most {max_bytes // 1024} KB (server.max_body_kb): send "
-        "less text or fewer messages",
+    return rag_problem(
+        PayloadTooLargeError(
+            f"the request body is {size}; this server accepts at most {max_bytes // 1024} KB (server.max_body_kb): "
+            "send less text or fewer messages"
+        )
     )
 
 

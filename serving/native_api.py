@@ -9,17 +9,22 @@ from functools import partial
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from rag.documents import DocumentPreview, original_file, preview
-from rag.errors import NotFoundError
+from rag.errors import (
+    EngineStoppedError,
+    ModelLoadFailedError,
+    ModelNotReadyError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from rag.schemas import Answer, RetrievedChunk, SearchFilters, Seed
-from serving.auth import Principal, PrincipalDep
-from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
-from serving.observability import finish_answer, metrics_text
-from serving.problems import problem
+from serving.auth import PrincipalDep
+from serving.deps import AuditDep, ContainerDep, ReadyContainerDep, RouteAudit, check_prompt_size, has_capacity
+from serving.observability import metrics_text
 
 router = APIRouter()
 
@@ -60,9 +65,8 @@ class RetrieveResponse(BaseModel):
 
 
 @router.post("/v1/query", response_model=Answer, tags=["native"])
-async def query(body: QueryRequest, request: Request, container: ContainerDep, principal: PrincipalDep) -> Answer:
+async def query(body: QueryRequest, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep) -> Answer:
     """Answer with citations, from the documents the caller's key may see."""
-    ready_container(container)
     check_prompt_size(container, [body.question, *(t.content for t in body.history)])
     has_capacity(container)
     service = container.answers
@@ -78,73 +82,62 @@ async def query(body: QueryRequest, request: Request, container: ContainerDep, p
         ),
         body.question,
     )
-    finish_answer(request.app.state, principal, "/v1/query", answer)
+    audit.answered(answer)
     return answer
 
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse, tags=["native"])
 async def retrieve(
-    body: RetrieveRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+    body: RetrieveRequest, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
 ) -> RetrieveResponse:
     """The chunks the caller may see that best match the query, without generating an answer."""
-    ready_container(container)
     started = time.perf_counter()
     chunks = await run_in_threadpool(
         partial(container.retriever.retrieve, identity=principal.identity, filters=body.filters, mode=body.mode),
         body.query,
         body.top_k,
     )
-    if request.app.state.audit is not None:
-        request.app.state.audit.record(
-            principal=principal,
-            route="/v1/retrieve",
-            question=body.query,
-            retrieved=(str(c.metadata.get("doc_id", "")) for c in chunks),
-            outcome="retrieved",
-        )
+    audit.record(
+        question=body.query, retrieved=(str(c.metadata.get("doc_id", "")) for c in chunks), outcome="retrieved"
+    )
     return RetrieveResponse(
         query=body.query, chunks=chunks, retrieval_ms=round((time.perf_counter() - started) * 1000, 1)
     )
 
 
 @router.get("/v1/documents/{doc_id}", response_model=DocumentPreview, tags=["native"])
-async def document(doc_id: str, request: Request, container: ContainerDep, principal: PrincipalDep) -> DocumentPreview:
+async def document(
+    doc_id: str, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
+) -> DocumentPreview:
     """A document's text (preview and download), under the same access check as retrieval; 404 when the caller
     may not see it, exactly as when it does not exist."""
-    ready_container(container)
     outcomes = ("document shown", "document refused")
-    with audited_fetch(request, principal, "/v1/documents/{doc_id}", doc_id, outcomes):
+    with audited_fetch(audit, doc_id, outcomes):
         return await run_in_threadpool(preview, container.store, doc_id, principal.identity)
 
 
 @router.get("/v1/documents/{doc_id}/file", tags=["native"], response_class=FileResponse)
 async def document_file(
-    doc_id: str, request: Request, container: ContainerDep, principal: PrincipalDep
+    doc_id: str, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
 ) -> FileResponse:
     """The original file, under the same access check as retrieval (404 alike when the caller may not see it)."""
-    ready_container(container)
-    with audited_fetch(request, principal, "/v1/documents/{doc_id}/file", doc_id, ("file sent", "file refused")):
+    with audited_fetch(audit, doc_id, ("file sent", "file refused")):
         path = await run_in_threadpool(original_file, container.store, doc_id, principal.identity)
     return FileResponse(path, filename=path.name, headers={"X-Content-Type-Options": "nosniff"})
 
 
 @contextmanager
-def audited_fetch(
-    request: Request, principal: Principal, route: str, doc_id: str, outcomes: tuple[str, str]
-) -> Iterator[None]:
+def audited_fetch(audit: RouteAudit, doc_id: str, outcomes: tuple[str, str]) -> Iterator[None]:
     """One audit line per document fetch: ``outcomes[0]`` when it is sent, ``outcomes[1]`` with the reason when it is
     refused (404). The caller cannot tell a document that is not there from one that is not theirs to see; the admin
     reading the log can."""
-    audit = request.app.state.audit
     sent, refused = outcomes
     try:
         yield
     except NotFoundError as exc:
-        if audit is not None:
-            audit.record(principal=principal, route=route, outcome=refused, requested=doc_id, reason=exc.message)
+        audit.record(outcome=refused, requested=doc_id, reason=exc.message)
         raise
-    if audit is not None:
-        audit.record(principal=principal, route=route, retrieved=[doc_id], outcome=sent)
+    audit.record(retrieved=[doc_id], outcome=sent)
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)
@@ -161,20 +154,20 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz", tags=["health"], response_model=None)
-async def readyz(container: ContainerDep) -> dict | JSONResponse:
+async def readyz(container: ContainerDep) -> dict:
     """Ready once the embedder, the store and the LLM are loaded, while the store answers and the generation
     loop runs; 503 with the reason otherwise (a load balancer then sends traffic elsewhere)."""
     if container.load_error is not None:
-        return problem(503, "model_load_failed", "Not ready", f"model loading failed: {container.load_error}")
+        raise ModelLoadFailedError(f"model loading failed: {container.load_error}")
     if not container.ready:
-        return problem(503, "model_not_ready", "Not ready", "models are still loading", headers={"Retry-After": "5"})
+        raise ModelNotReadyError("models are still loading")
     try:
         chunks = await run_in_threadpool(container.store.count)
     except Exception as exc:  # noqa: BLE001 - any store failure means not ready, with its reason
-        return problem(503, "store_unavailable", "Not ready", f"the vector store does not answer: {exc}")
+        raise StoreUnavailableError(f"the vector store does not answer: {exc}") from exc
     healthy = getattr(container.engine, "healthy", None)
     if callable(healthy) and not healthy():
-        return problem(503, "engine_stopped", "Not ready", "the generation loop is not running: restart the server")
+        raise EngineStoppedError("the generation loop is not running: restart the server")
     load = getattr(container.engine, "load_info", None)
     return {
         "status": "ready",

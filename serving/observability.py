@@ -276,10 +276,11 @@ class AuditLog:
                 self._fd = -1
 
 
-def finish_answer(app_state: Any, principal: Any, route: str, answer: Answer, outcome: str = "answered") -> None:
+def finish_answer(
+    audit: AuditLog | None, principal: Any, route: str, answer: Answer, outcome: str = "answered"
+) -> None:
     """Metrics and the audit line for one answered question."""
     record_answer(answer)
-    audit: AuditLog | None = getattr(app_state, "audit", None)
     if audit is not None:
         audit.record(
             principal=principal,

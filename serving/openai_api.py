@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
-from rag.answering import TextDelta
+from rag.answering import Generating, TextDelta, final_answer
+from rag.container import Container
 from rag.errors import InvalidRequestError
 from rag.schemas import Answer, Seed
-from serving.auth import PrincipalDep
-from serving.deps import ContainerDep, check_prompt_size, has_capacity, ready_container
-from serving.observability import finish_answer, stream_failed
-from serving.problems import stream_problem
+from serving.auth import Principal, PrincipalDep
+from serving.deps import AuditDep, ContainerDep, ReadyContainerDep, check_prompt_size, has_capacity
+from serving.openai_responses import Completion
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -133,28 +130,6 @@ def history_of(request: ChatCompletionRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.text()} for m in request.messages[:last] if m.role in ("user", "assistant")]
 
 
-def _usage(answer: Answer) -> dict:
-    return {
-        "prompt_tokens": answer.usage.prompt_tokens,
-        "completion_tokens": answer.usage.completion_tokens,
-        "total_tokens": answer.usage.total_tokens,
-    }
-
-
-def _extras(answer: Answer) -> dict:
-    return {
-        "citations": [c.model_dump() for c in answer.citations],
-        "found": answer.found,
-        "support": answer.support,
-        "failed_claims": answer.failed_claims,
-        "repair": answer.repair,
-        "declined": answer.declined,
-        "model_sha256": answer.model_sha256,
-        "timings": answer.timings.model_dump(),
-        "retrieval_query": answer.retrieval_query,
-    }
-
-
 NO_RAG = ":no-rag"  # model id suffix: the model alone, for clients that cannot send the `rag` field
 
 
@@ -173,92 +148,40 @@ async def list_models(container: ContainerDep, principal: PrincipalDep) -> dict:
 
 @router.post("/chat/completions")
 async def chat_completions(  # noqa: ANN201
-    body: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+    body: ChatCompletionRequest,
+    request: Request,
+    principal: PrincipalDep,
+    container: ReadyContainerDep,
+    audit: AuditDep,
 ):
-    ready_container(container)
     check_prompt_size(container, (m.text() for m in body.messages))
     has_capacity(container)
+    cancel = threading.Event()
+    stream = _answer_stream(body, container, principal, cancel)
+    completion = Completion(container.engine.model_id)
+    if not body.stream:
+        answer = await run_in_threadpool(final_answer, stream)
+        audit.answered(answer)
+        return completion.to_response(answer)
+    # Retrieval errors (bad question, store down) surface here as a proper status, not a broken stream.
+    first = await run_in_threadpool(next, stream)
+    return completion.streaming_response(_prepend(first, stream), request, audit, cancel, _asked(body))
+
+
+def _answer_stream(
+    body: ChatCompletionRequest, container: Container, principal: Principal, cancel: threading.Event
+) -> Iterator[TextDelta | Generating | Answer]:
+    """With retrieval for the caller, or the model alone on the messages (``rag: false`` or a ``:no-rag`` model)."""
     service = container.answers
     params = service.params(
         body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed, body.stop
     )
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    model = container.engine.model_id
-    cancel = threading.Event()
     if body.rag and not (body.model or "").endswith(NO_RAG):
-        stream = service.stream(
+        return service.stream(
             question_of(body), params=params, cancel=cancel, history=history_of(body), identity=principal.identity
         )
-    else:
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        stream = service.stream_plain(messages, params=params, cancel=cancel)
-    route = "/v1/chat/completions"
-    if not body.stream:
-        answer = await run_in_threadpool(_last, stream)
-        finish_answer(request.app.state, principal, route, answer)
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer.answer}}
-            ],
-            "usage": _usage(answer),
-            **_extras(answer),
-        }
-
-    # Retrieval errors (bad question, store down) surface here as a proper status, not a broken stream.
-    first = await run_in_threadpool(next, stream)
-    events = _prepend(first, stream)
-
-    def chunk(delta: dict, finish: str | None = None, **extra: object) -> str:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(payload)}\n\n"
-
-    async def sse() -> AsyncIterator[str]:
-        outcome = "client disconnected"
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            try:
-                async for event in iterate_in_threadpool(events):
-                    if await request.is_disconnected():
-                        break
-                    if isinstance(event, TextDelta):
-                        yield chunk({"content": event.text})
-                    elif isinstance(event, Answer):
-                        outcome = "answered"
-                        finish_answer(request.app.state, principal, route, event)
-                        yield chunk({}, "stop", usage=_usage(event), **_extras(event))
-            except Exception as exc:  # noqa: BLE001 - the 200 is sent: the error becomes the last event, then [DONE]
-                problem = stream_problem(exc)
-                outcome = f"failed: {problem['code']}"
-                stream_failed(request, problem["status"], problem["code"])
-                yield f"data: {json.dumps(problem)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            cancel.set()  # a client that went away stops the generation and frees the model
-            if outcome != "answered" and request.app.state.audit is not None:
-                request.app.state.audit.record(principal=principal, route=route, question=_asked(body), outcome=outcome)
-
-    return StreamingResponse(
-        sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-
-
-def _last(events):  # noqa: ANN001, ANN202
-    for event in events:
-        if isinstance(event, Answer):
-            return event
-    raise RuntimeError("answer stream ended without a final answer")  # pragma: no cover
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    return service.stream_plain(messages, params=params, cancel=cancel)
 
 
 def _prepend(first, rest):  # noqa: ANN001, ANN202

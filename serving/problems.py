@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import RagError
+from rag.errors import InvalidRequestError, RagError
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "extra_forbidden":  # a misspelt or unsupported field is refused, never ignored
             message = "unknown field: remove it or fix its name (GET /openapi.json lists the fields)"
         detail = f"{where}: {message}" if where else message
-        return problem(
-            400, "invalid_request", "Invalid request", f"{detail}: fix the request body and retry", param=where or None
+        return rag_problem(
+            InvalidRequestError(f"{detail}: fix the request body and retry", detail={"param": where or None})
         )
 
     @app.exception_handler(StarletteHTTPException)

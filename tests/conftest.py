@@ -109,13 +109,11 @@ def fake_container(fake_settings: Settings) -> Container:
 @pytest.fixture(scope="session")
 def real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir with the sample corpus ingested by the real embedder (once per session)."""
-    from ingest.pipeline import IngestService
-
     data_dir = tmp_path_factory.mktemp("real") / "data"
     settings = load_settings(data_dir=data_dir)
     container = Container.from_settings(settings)
     container.load(llm=False)
-    report = IngestService(container.embedder, container.store, settings.chunking).ingest_paths(
+    report = container.ingest_service().ingest_paths(
         [SAMPLE_CORPUS],
         acl=["public"],  # as `make serve` ingests it: the quick start asks without a key
     )
