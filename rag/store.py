@@ -26,10 +26,12 @@ WRITE_BATCH = 1000
 
 # Chroma keeps every write in its log (``embeddings_queue`` in chroma.sqlite3: ids, metadata, vectors) until
 # each of the collection's segments has persisted past it, and only then purges it (``automatically_purge``).
-# The vector segment persists every ``sync_threshold`` records (1000 by default), so a deleted document's title,
-# path, ACL and vector stayed in the log for up to 1000 more writes. Persisting after every write lets the purge
-# follow at once; measured at 20,000 chunks of 384 dimensions, ingest took the same time (9.9 s) either way.
-LOG_SYNC_THRESHOLD = 1
+# The vector segment persists every ``sync_threshold`` records, so a deleted document's records stay in that log
+# until up to 1000 more writes. Persisting after every write (a threshold of 1) would purge them at once, but a
+# kill -9 during one of those persists left the segment's index_metadata.pickle truncated and the store unopenable
+# (the kill test, 1 run in 4): crash safety wins, and Chroma's default is kept, set explicitly so that a store
+# an earlier version switched to 1 is switched back.
+LOG_SYNC_THRESHOLD = 1000
 # A delete of this id (never a chunk id) is written after deletions: the purge keeps the log's last record, and
 # without it that would be the delete, which names the deleted chunk ids (and so the document id).
 LOG_MARKER = "~log-marker"
@@ -90,9 +92,9 @@ class ChromaStore:
         return self._collection
 
     def _open_collection(self):  # noqa: ANN202 - chromadb type is imported lazily
-        """The collection, with its vector segment persisting after every write (``LOG_SYNC_THRESHOLD``). A
-        collection made by an earlier version is changed; Chroma applies that when it next opens the segment, so
-        the embedded client is reopened here (a Chroma server applies it when it restarts)."""
+        """The collection, with its vector segment persisting every ``LOG_SYNC_THRESHOLD`` writes. A collection
+        made by an earlier version with another threshold is changed; Chroma applies that when it next opens the
+        segment, so the embedded client is reopened here (a Chroma server applies it when it restarts)."""
         collection = self._client.get_or_create_collection(
             self.collection_name, configuration={"hnsw": {"space": "cosine", "sync_threshold": LOG_SYNC_THRESHOLD}}
         )

