@@ -130,7 +130,7 @@ class Container:
             self.store.count()
             self.check_embedder()
             started = time.perf_counter()
-            size = len(self.store.index)  # loaded now, not on the first question (seconds at 100k chunks)
+            size = self.store.load_index()
             log.info("search index: %d chunks loaded in %.1f s", size, time.perf_counter() - started)
             if llm:
                 self.engine.load()

@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 from rag.acl import Identity
 from rag.errors import NotFoundError
 from rag.packing import join_overlapping
-from rag.store import ChromaStore
+from rag.registry import DocumentRecord
+from rag.seams import Store
 
 
 class DocumentPreview(BaseModel):
@@ -23,18 +24,17 @@ class DocumentPreview(BaseModel):
     text: str = Field(description="The indexed text, chunks in reading order with their overlaps removed.")
 
 
-def _visible_record(store: ChromaStore, doc_id: str, identity: Identity | None):  # noqa: ANN202
+def _visible_record(store: Store, doc_id: str, identity: Identity | None) -> DocumentRecord:
     """The registry record, if ``identity`` (None: anonymous) may see the document. A document that exists but is
     not visible gets the same 404 as one that does not exist, so its existence is not revealed."""
-    registry = store.docstore
-    record = registry.document(doc_id)
-    tokens = registry.acl([doc_id]).get(doc_id, set()) if record is not None else set()
+    record = store.document(doc_id)
+    tokens = store.document_acl(doc_id) if record is not None else set()
     if record is None or record.content_hash is None or not (identity or Identity.anonymous()).may_see(tokens):
         raise NotFoundError(f"no document {doc_id} that you may see")
     return record
 
 
-def original_file(store: ChromaStore, doc_id: str, identity: Identity | None) -> Path:
+def original_file(store: Store, doc_id: str, identity: Identity | None) -> Path:
     """The original file of a document the caller may see, if it is still where it was ingested from."""
     record = _visible_record(store, doc_id, identity)
     path = Path(record.path)
@@ -43,17 +43,12 @@ def original_file(store: ChromaStore, doc_id: str, identity: Identity | None) ->
     return path
 
 
-def preview(store: ChromaStore, doc_id: str, identity: Identity | None) -> DocumentPreview:
+def preview(store: Store, doc_id: str, identity: Identity | None) -> DocumentPreview:
     """The document's indexed text, under the same access check as retrieval."""
-    registry = store.docstore
     record = _visible_record(store, doc_id, identity)
-    chunks = store.document_chunks(doc_id)
-    order = sorted(chunks, key=lambda cid: int(chunks[cid].get("chunk_index", 0) or 0))
-    texts = registry.texts(order)
     text = ""
-    for cid in order:
-        if cid in texts:
-            text = join_overlapping(text, texts[cid]) if text else texts[cid]
+    for piece in store.document_texts(doc_id):
+        text = join_overlapping(text, piece) if text else piece
     return DocumentPreview(
         doc_id=doc_id,
         title=record.title,

@@ -21,10 +21,9 @@ import numpy as np
 from rag.acl import Identity
 from rag.embedding import Embedder
 from rag.errors import InvalidRequestError
-from rag.rerank import CrossEncoderReranker
 from rag.schemas import RetrievedChunk, SearchFilters
+from rag.seams import Reranker, Store
 from rag.settings import RetrievalSettings
-from rag.store import ChromaStore
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,9 @@ class Retriever:
     def __init__(
         self,
         embedder: Embedder,
-        store: ChromaStore,
+        store: Store,
         settings: RetrievalSettings,
-        reranker: CrossEncoderReranker | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -89,15 +88,14 @@ class Retriever:
         self._allowed_lock = threading.Lock()
 
     def allowed_documents(self, tokens: frozenset[str], filters: SearchFilters | None) -> list[str]:
-        """The caller's documents, from the registry; cached per (tokens, filters) until the next write that
-        can change access (the registry's access generation), so a revoked grant is never served from cache."""
-        registry = self.store.docstore
-        key = (tokens, filters.model_dump_json() if filters else None, registry.access_generation)
+        """The caller's documents, from the store; cached per (tokens, filters) until the next write that
+        can change access (the store's access generation), so a revoked grant is never served from cache."""
+        key = (tokens, filters.model_dump_json() if filters else None, self.store.access_generation)
         with self._allowed_lock:
             if key in self._allowed:
                 self._allowed.move_to_end(key)
                 return self._allowed[key]
-        allowed = registry.allowed_documents(tokens, filters)
+        allowed = self.store.allowed_documents(tokens, filters)
         with self._allowed_lock:
             self._allowed[key] = allowed
             while len(self._allowed) > self.CACHE_SIZE:
@@ -125,7 +123,7 @@ class Retriever:
         self, phrase: str, *, identity: Identity | None = None, filters: SearchFilters | None = None
     ) -> list[str]:
         """Chunk texts, among the documents this identity may see, whose words hold ``phrase``'s words."""
-        return self.store.docstore.texts_mentioning(phrase, (identity or Identity.anonymous()).tokens(), filters)
+        return self.store.texts_mentioning(phrase, (identity or Identity.anonymous()).tokens(), filters)
 
     def retrieve(
         self,
@@ -156,7 +154,7 @@ class Retriever:
         permitted_docs = _SEARCH_POOL.submit(self.allowed_documents, tokens, filters)
         keyword = (
             _SEARCH_POOL.submit(
-                self.store.docstore.keyword_search, query, n, tokens, filters, self.settings.keyword_common_share
+                self.store.keyword_search, query, n, tokens, filters, self.settings.keyword_common_share
             )
             if mode != "dense"
             else None
@@ -167,7 +165,7 @@ class Retriever:
             vector = self.embedder.embed_query(query)
             allowed = permitted_docs.result()
             if allowed and mode != "keyword":
-                legs["dense"] = self.store.index.search(vector, n, allowed)
+                legs["dense"] = self.store.dense_search(vector, n, allowed)
                 cosine.update(legs["dense"])
         finally:
             allowed = permitted_docs.result()  # errors raise, never ignored: no results without the filter
@@ -182,7 +180,7 @@ class Retriever:
         if missing:  # found by keywords only: score them against the query too, for the relevance threshold
             q = np.asarray(vector, dtype=np.float32)
             q /= np.linalg.norm(q) or 1.0
-            cosine.update({cid: float(v @ q) for cid, v in self.store.index.vectors(missing).items()})
+            cosine.update({cid: float(v @ q) for cid, v in self.store.vectors(missing).items()})
         chunks = self.store.chunks([(cid, cosine.get(cid, 0.0)) for cid, _, _ in fused])
         permitted = set(allowed)
         extra = {cid: (score, ranks) for cid, score, ranks in fused}

