@@ -18,6 +18,8 @@ from rag.schemas import RetrievedChunk
 
 
 class CrossEncoderReranker:
+    """The ``Reranker`` seam (rag.seams) over a sentence-transformers CrossEncoder; loads on first use."""
+
     def __init__(self, folder: str | Path, threshold: float, device: str = "cpu") -> None:
         self.folder = Path(folder)
         self.threshold = threshold
