@@ -178,14 +178,14 @@ class KeywordIndex(DocumentRegistry):
             marks = ",".join("?" * len(words))
             anywhere = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", words))
             # A word in at most ``limit`` chunks of all is in at most that many of the caller's: kept, uncounted.
-            # The others are counted among the caller's chunks (the count over all only saves that work).
+            # The others are counted among the caller's chunks, only up to ``limit + 1`` (enough to know it is too
+            # common for them); exact counts are needed only to pick the rarest when every word is too common.
             counts = {w: anywhere[w] for w in words if anywhere.get(w, 0) and anywhere[w] <= limit}
-            for word in (w for w in words if anywhere.get(w, 0) > limit):
-                counts[word] = conn.execute(
-                    "SELECT count(*) FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
-                    f"WHERE chunks_fts MATCH ? AND {visible}",
-                    [f'"{word}"', *params],
-                ).fetchone()[0]
+            common = [w for w in words if anywhere.get(w, 0) > limit]
+            for word in common:
+                counts[word] = self._visible_count(conn, word, visible, params, cap=int(limit) + 1)
+            if common and not any(0 < n <= limit for n in counts.values()):
+                counts.update({w: self._visible_count(conn, w, visible, params) for w in common})
             ordered = sorted((w for w in counts if counts[w]), key=lambda w: counts[w])
             chosen = [w for w in ordered if counts[w] <= limit] or ordered[:2]
             for word in chosen:
@@ -207,6 +207,17 @@ class KeywordIndex(DocumentRegistry):
                 scores[chunk_id] = scores.get(chunk_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
         best = heapq.nlargest(top_k, scores.items(), key=lambda item: (item[1], item[0]))
         return [(chunk_id, score) for chunk_id, score in best]
+
+    @staticmethod
+    def _visible_count(conn: sqlite3.Connection, word: str, visible: str, params: list, cap: int | None = None) -> int:
+        """How many of the caller's chunks hold ``word``, counting no further than ``cap``."""
+        matches = (
+            "SELECT 1 FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid "
+            f"WHERE chunks_fts MATCH ? AND {visible}"
+        )
+        if cap is None:
+            return conn.execute(f"SELECT count(*) FROM ({matches})", [f'"{word}"', *params]).fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM ({matches} LIMIT ?)", [f'"{word}"', *params, cap]).fetchone()[0]
 
     def _visible_stats(
         self, conn: sqlite3.Connection, visible: str, params: list, tokens: Iterable[str], filters: SearchFilters | None

@@ -71,3 +71,35 @@ def test_fused_scores_of_a_public_caller_do_not_depend_on_hidden_documents(tmp_p
         store.close()
     assert len(results[0]) >= 2
     assert results[0] == results[1]
+
+
+def test_counting_common_words_only_up_to_the_limit_changes_no_result(tmp_path: Path, monkeypatch):
+    """A word common in the whole index is counted among the caller's chunks only until it is known to be too
+    common for them; the results equal those of exact counts, including when every word is too common (the two
+    rarest are then kept) and when a common word is absent from the caller's chunks."""
+    from rag import keyword_index
+
+    store = DocStore(tmp_path / "many.sqlite3")
+    words = ["portal", "leave", "travel", "kitchen", "audit"]
+    for n in range(60):
+        doc_id, acl = f"d{n}", ["public"] if n % 3 else ["group:board"]
+        text = " ".join(w for i, w in enumerate(words) if n % (i + 2) == 0 or i == n % 5) + f" item{n}"
+        store.begin(doc_id, f"/docs/{doc_id}.md", acl)
+        store.put_chunks([(f"{doc_id}-0", doc_id, text, text)])
+        store.commit(
+            doc_id, path=f"/docs/{doc_id}.md", title=doc_id, doc_type="md", content_hash=doc_id, size_bytes=1,
+            chunk_count=1, acl=acl,
+        )  # fmt: skip
+    queries = ["portal leave item7", "portal leave travel", "audit kitchen", "leave", "portal item0"]
+    callers = [{"public"}, {"group:board"}, {"public", "group:board"}]
+    monkeypatch.setattr(keyword_index, "COMMON_FLOOR", 4)  # every word but itemN is common here
+    capped = [store.keyword_search(q, 20, c, common_share=0.01) for q in queries for c in callers]
+    exact_count = keyword_index.KeywordIndex._visible_count
+    monkeypatch.setattr(
+        keyword_index.KeywordIndex,
+        "_visible_count",
+        staticmethod(lambda conn, w, v, p, cap=None: exact_count(conn, w, v, p)),
+    )
+    exact = [store.keyword_search(q, 20, c, common_share=0.01) for q in queries for c in callers]
+    assert capped == exact
+    assert sum(1 for found in capped if found) >= len(capped) - 3  # a caller may not see item7's document
