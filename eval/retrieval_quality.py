@@ -109,10 +109,6 @@ class QualityResult:
         return len(self.results)
 
     @property
-    def hits(self) -> int:
-        return sum(r.hit for r in self.results)
-
-    @property
     def hit_at_k(self) -> float:
         """Mean hit@k (``eval.metrics``): NaN over no queries, as `rag eval` reports it."""
         return m.mean(m.hit_at_k(r.labels, r.gold_sources, self.k) for r in self.results)

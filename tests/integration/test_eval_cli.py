@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.dataset import load_dataset
+from eval.dataset import BUNDLED_EVAL_SET, load_dataset
 from eval.report import load_report
 from eval.schema import METRICS
-from eval.dataset import BUNDLED_EVAL_SET
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
