@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import rag  # noqa: F401  - offline switches first
-from eval.bench_ingest import RssSampler
+from eval.memory import RssSampler
 from ingest.pipeline import IngestService
 from rag.container import build_embedder, build_store
 from rag.settings import load_settings

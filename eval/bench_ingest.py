@@ -25,7 +25,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import rag  # noqa: F401  - offline switches first, before any Hugging Face library is imported
+from eval.memory import RssSampler
 from rag.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,59 +189,7 @@ def quiet_progress_bars() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Memory sampling
-
-
-def _tree_rss(process: Any) -> int:
-    import psutil
-
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return total
-
-
-class RssSampler:
-    """Peak RSS of this process plus its children (recursive), sampled every ``interval`` seconds in a thread."""
-
-    def __init__(self, interval: float = 0.1) -> None:
-        import psutil
-
-        self.interval = interval
-        self._process = psutil.Process(os.getpid())
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.start_bytes = 0
-        self.peak_bytes = 0
-        self.max_children = 0
-
-    def _sample(self) -> None:
-        rss = _tree_rss(self._process)
-        self.peak_bytes = max(self.peak_bytes, rss)
-        try:
-            self.max_children = max(self.max_children, len(self._process.children(recursive=True)))
-        except Exception:  # noqa: BLE001 - a child exiting mid-walk is not an error worth surfacing
-            pass
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self.start_bytes = _tree_rss(self._process)
-        self.peak_bytes = self.start_bytes
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
+# Memory: peaks from getrusage (the sampler is eval.memory's)
 
 
 def ru_maxrss_mib(who: int) -> float:

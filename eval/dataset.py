@@ -15,6 +15,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from rag.errors import InvalidRequestError
 
+DATASETS = Path(__file__).resolve().parent / "datasets"
+BUNDLED_EVAL_SET = DATASETS / "sample_eval.jsonl"  # 60 questions over ingest/sample_corpus; `rag eval`'s default
+
 
 class RegexReference(BaseModel):
     regex: str

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import httpx
 import openai
-import psutil
 
 from eval.bench_retrieval import percentile
+from eval.memory import RssSampler
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
@@ -64,29 +64,6 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float) -> bool:
             pass
         time.sleep(0.3)
     return False
-
-
-class RssSampler(threading.Thread):
-    """Peak resident memory of a process and its children, sampled every 0.2 s."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(0.2):
-            try:
-                procs = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
-            except psutil.Error:
-                return
-
-    def stop(self) -> int:
-        self._halt.set()
-        self.join()
-        return self.peak
 
 
 def run_level(url: str, key: str, clients: int, seconds: float, max_requests: int, max_tokens: int) -> dict:
@@ -194,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             run_level(url, key, 1, 5, 2, args.max_tokens)  # warm-up
             rows = []
             for level in levels:
-                sampler = RssSampler(server.pid)
-                sampler.start()
-                result = run_level(url, key, args.capacity * level, args.seconds, args.max_requests, args.max_tokens)
-                result["rss"] = sampler.stop()
+                with RssSampler(server.pid, interval=0.2) as sampler:
+                    result = run_level(
+                        url, key, args.capacity * level, args.seconds, args.max_requests, args.max_tokens
+                    )
+                result["rss"] = sampler.peak_bytes
                 rows.append((level, result))
         finally:
             server.terminate()

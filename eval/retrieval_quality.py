@@ -19,7 +19,6 @@ name is among the basenames of the top-k chunks' ``source`` metadata; MRR uses t
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import rag  # noqa: F401  - offline switches first
+from eval import dataset as eval_dataset
+from eval import metrics as m
 from eval.bench_ingest import (
     DEFAULT_CORPUS,
     BackendUnavailable,
@@ -65,9 +66,18 @@ class QueryResult:
     question: str
     gold_sources: tuple[str, ...]
     kind: str
-    retrieved_sources: list[str]
+    retrieved_sources: list[str]  # file names of the top-k chunks, best first
     scores: list[float]
-    rank: int | None  # 1-based rank of the first chunk from a gold file, None when not in the top k
+
+    @property
+    def labels(self) -> list[str | None]:
+        """The gold file each retrieved chunk comes from (None: none), as ``eval.metrics`` scores rankings."""
+        return [m.gold_label(source, None, self.gold_sources) for source in self.retrieved_sources]
+
+    @property
+    def rank(self) -> int | None:
+        """1-based rank of the first chunk from a gold file, None when not in the top k."""
+        return next((i for i, label in enumerate(self.labels, start=1) if label is not None), None)
 
     @property
     def hit(self) -> bool:
@@ -75,7 +85,7 @@ class QueryResult:
 
     @property
     def reciprocal_rank(self) -> float:
-        return 1.0 / self.rank if self.rank else 0.0
+        return m.reciprocal_rank(self.labels, self.gold_sources)
 
 
 @dataclass
@@ -99,16 +109,13 @@ class QualityResult:
         return len(self.results)
 
     @property
-    def hits(self) -> int:
-        return sum(r.hit for r in self.results)
-
-    @property
     def hit_at_k(self) -> float:
-        return self.hits / self.n if self.n else 0.0
+        """Mean hit@k (``eval.metrics``): NaN over no queries, as `rag eval` reports it."""
+        return m.mean(m.hit_at_k(r.labels, r.gold_sources, self.k) for r in self.results)
 
     @property
     def mrr(self) -> float:
-        return sum(r.reciprocal_rank for r in self.results) / self.n if self.n else 0.0
+        return m.mean(r.reciprocal_rank for r in self.results)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -116,18 +123,15 @@ class QualityResult:
 
 
 def load_dataset(path: Path) -> list[Query]:
-    """The answerable questions of a JSONL dataset (fields: id, question, gold_sources, answerable)."""
+    """The answerable questions of a JSONL eval set (``eval.dataset``), gold sources as file names."""
     queries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for item in eval_dataset.load_dataset(path):
+        if not item.answerable:
             continue
-        row = json.loads(line)
-        if not row.get("answerable", True):
-            continue
-        gold = tuple(Path(g).name for g in row.get("gold_sources") or [])
+        gold = tuple(Path(g).name for g in item.gold_sources)
         if not gold:
-            raise ValueError(f"{path}:{number}: answerable question {row.get('id')} has no gold_sources")
-        queries.append(Query(str(row.get("id", number)), row["question"], gold))
+            raise ValueError(f"{path}: answerable question {item.id} has no gold_sources")
+        queries.append(Query(item.id, item.question, gold))
     return queries
 
 
@@ -226,12 +230,8 @@ def evaluate(
     for query in queries:
         chunks = retriever.retrieve(query.question, k)
         sources = [Path(str(c.metadata.get("source", ""))).name for c in chunks]
-        rank = next((i for i, s in enumerate(sources, start=1) if s in query.gold_sources), None)
-        result.results.append(
-            QueryResult(
-                query.id, query.question, query.gold_sources, query.kind, sources, [c.score for c in chunks], rank
-            )
-        )
+        scores = [c.score for c in chunks]
+        result.results.append(QueryResult(query.id, query.question, query.gold_sources, query.kind, sources, scores))
     return result
 
 

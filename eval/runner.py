@@ -25,6 +25,7 @@ from eval import metrics as m
 from eval.dataset import EvalItem
 from eval.judge import Judge
 from eval.schema import CitedItem, CostReport, EvalReport, Provenance, QuestionResult, RetrievedItem
+from eval.settings import eval_settings
 from rag import verify
 from rag.container import Container
 from rag.schemas import Answer, RetrievedChunk
@@ -49,7 +50,7 @@ def run_eval(
         results.append(result)
         if progress:
             progress(result)
-    settings = container.settings.eval
+    settings = eval_settings(container.settings)
     summary = summarize(results)
     cost = cost_report(results, settings.hardware, settings.price_per_hour, settings.currency, settings.api_prices)
     summary["cost_per_1k"] = cost.cost_per_1k

@@ -20,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ingest.jobs import JobManager
+from rag.docstore import DocumentRecord
 from rag.errors import NotFoundError
 from serving.auth import require_admin
 from serving.deps import get_ready_container
+from serving.record_models import model_of
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -103,21 +105,12 @@ class JobListModel(BaseModel):
     count: int
 
 
-class DocumentModel(BaseModel):
-    doc_id: str
-    path: str
+# A registry record as the API returns it: DocumentRecord's fields (model_of), the status narrowed to its states.
+# (A comment, not a docstring: a docstring would become the schema's description.)
+class DocumentModel(model_of(DocumentRecord)):  # type: ignore[misc]  # a base built from the dataclass
     status: DocumentStatus
-    title: str = ""
-    doc_type: str = ""
-    content_hash: str | None = None
-    size_bytes: int = 0
-    version: int = 0
-    chunk_count: int = 0
     acl: list[str] = Field(default_factory=list, description="ACL tokens: public, group:NAME, user:NAME.")
     tags: list[str] = Field(default_factory=list, description="Tags for search filters.")
-    error: str | None = None
-    ingested_at: str | None = None
-    updated_at: str = ""
 
 
 class DocumentListModel(BaseModel):

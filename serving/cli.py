@@ -1,4 +1,7 @@
-"""The `rag` command line: ingest (admins), ask (anyone at a shell), serve (the HTTP API)."""
+"""The `rag` command line: ingest (admins), ask (anyone at a shell), serve (the HTTP API).
+
+`rag eval` is added by ``eval.cli``, which assembles the whole `rag` command (the console script's entry point).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,19 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from rag.errors import ConfigError, InvalidRequestError, RagError
+from rag.errors import ConfigError, RagError
 from rag.settings import Settings, load_settings
 from rag.storage import check_writable, disk_fault
+from serving.cli_output import console, ingest_with_progress, print_report, print_sources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Private RAG on a local open-source LLM.")
-console = Console(stderr=True)
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -40,7 +35,8 @@ def main_options(
     data_dir: Annotated[Path | None, typer.Option(help="Where the store lives (env RAG_DATA_DIR).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML settings profile (env RAG_CONFIG).")] = None,
 ) -> None:
-    ctx.obj = load_settings(config, data_dir=data_dir)
+    # ctx.obj comes in as the settings tree's class that main() was given (the `rag` command's has eval's section).
+    ctx.obj = load_settings(config, root=ctx.obj or Settings, data_dir=data_dir)
 
 
 @app.command()
@@ -102,72 +98,6 @@ def already_ingested(settings: Settings, store) -> bool:  # noqa: ANN001 - Chrom
         return False
     console.print(f"The store at {settings.data_dir} already holds {store.count()} chunks; nothing to do.")
     return True
-
-
-def progress_bar(verb: str, fields: str) -> Progress:
-    """The bar `rag ingest` and `rag eval` show: ``verb``, the bar, done/total, ``fields``, ETA and time taken."""
-    columns = [
-        TextColumn(f"[bold]{verb}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(fields),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
-    ]
-    return Progress(*columns, console=console, transient=False)
-
-
-def ingest_with_progress(service, paths: list[Path], **options) -> Any:  # noqa: ANN001, ANN003, ANN401
-    """``service.ingest_paths`` under a progress bar of files, chunks and chunks per second."""
-    with progress_bar(
-        "Ingesting", "files · {task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s · ETA"
-    ) as bar:
-        task = bar.add_task("ingest", total=None, chunks=0, rate=0.0)
-        counts = {"chunks": 0}
-
-        def on_file(result) -> None:  # noqa: ANN001
-            counts["chunks"] += result.embedded
-            elapsed = bar.tasks[0].elapsed or 1e-9
-            advance = 0 if result.status == "removed" else 1
-            bar.update(task, advance=advance, chunks=counts["chunks"], rate=counts["chunks"] / elapsed)
-
-        return service.ingest_paths(paths, progress=on_file, on_total=lambda n: bar.update(task, total=n), **options)
-
-
-def print_report(report) -> None:  # noqa: ANN001 - IngestReport
-    table = Table(title="Ingest summary", show_edge=False)
-    for column in (
-        "added",
-        "updated",
-        "unchanged",
-        "removed",
-        "failed",
-        "chunks embedded",
-        "tokens",
-        "seconds",
-        "chunks/s",
-    ):
-        table.add_column(column, justify="right")
-    rate = report.chunks_embedded / report.seconds if report.seconds else 0.0
-    table.add_row(
-        *(str(report.count(s)) for s in ("added", "updated", "unchanged", "removed", "failed")),
-        str(report.chunks_embedded),
-        str(report.tokens_embedded),
-        f"{report.seconds:.1f}",
-        f"{rate:.1f}",
-    )
-    console.print(table)
-    if report.failed:
-        failures = Table(title="Failed files", show_edge=False)
-        failures.add_column("file")
-        failures.add_column("reason")
-        for result in report.failed:
-            failures.add_row(str(result.path), result.error or "")
-        console.print(failures)
-    for result in report.files:
-        if result.status == "removed":
-            console.print(f"removed {result.path} (file gone)")
-    console.print(report.summary(), soft_wrap=True)
 
 
 docs_app = typer.Typer(no_args_is_help=True, help="List and delete ingested documents.")
@@ -274,26 +204,6 @@ def ask(
     print_sources(final)
 
 
-def print_sources(final) -> None:  # noqa: ANN001 - Answer
-    """What follows the answer's text in `rag ask`: its citations, how well the sources support it, its timings."""
-    for c in final.citations:
-        where = f"page {c.page}" if c.page else c.heading
-        print(f"[{c.index}] {c.title} — {where} ({c.source}) score {c.score:.2f}")
-        if c.quote:
-            print(f"    “{' '.join(c.quote.split())}”")
-    if final.found:
-        failed = f"; not in the sources: {', '.join(final.failed_claims)}" if final.failed_claims else ""
-        repair = f"; {final.repair}" if final.repair != "none" else ""
-        console.print(f"[dim]support: {final.support}{repair}{failed}[/dim]")
-    elif final.declined:
-        console.print(f"[dim]declined: {final.declined}[/dim]")
-    t = final.timings
-    speed = f", {final.tokens_per_second:.1f} tokens/s" if final.tokens_per_second else ""
-    console.print(
-        f"[dim]retrieval {t.retrieval_ms:.0f} ms, generation {t.generation_ms:.0f} ms{speed}, model {final.model}[/dim]"
-    )
-
-
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list and revoke (stored hashed).")
 app.add_typer(keys_app, name="keys")
 
@@ -354,140 +264,6 @@ def keys_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Th
     console.print(f"revoked key {name!r}")
 
 
-eval_app = typer.Typer(help="Score answer quality, speed and cost on a dataset; compare two runs.")
-app.add_typer(eval_app, name="eval")
-BUNDLED_EVAL_SET = Path(__file__).resolve().parents[1] / "eval" / "datasets" / "sample_eval.jsonl"
-
-
-@eval_app.callback(invoke_without_command=True)
-def eval_run(
-    ctx: typer.Context,
-    dataset: Annotated[
-        Path, typer.Option(help="JSONL eval set (default: the bundled set over the sample corpus).")
-    ] = BUNDLED_EVAL_SET,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default: eval-runs/<run id>).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML settings profile to evaluate.")] = None,
-    judge_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible base URL of an LLM judge (off by default).")
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option(help="Model name for the judge.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N questions (a quick look).", min=1)] = None,
-) -> None:
-    """Run the real pipeline over a dataset and write report.json, report.md and report.html."""
-    if ctx.invoked_subcommand:
-        return
-    from eval.dataset import load_dataset
-    from eval.judge import Judge
-    from eval.report import write_reports
-    from eval.runner import run_eval
-    from rag.container import Container
-
-    settings = settings_of(ctx)
-    if config is not None:
-        settings = load_settings(config, data_dir=settings.data_dir)
-    items = load_dataset(dataset)[:limit]
-    judge = Judge.from_settings(
-        judge_url or settings.eval.judge_url, judge_model or settings.eval.judge_model, settings.eval.judge_api_key_env
-    )
-    container = Container.from_settings(settings)
-    if not container.store.docstore.documents("indexed"):
-        raise InvalidRequestError(
-            f"the store at {settings.data_dir} holds no documents: ingest the corpus the dataset asks about first "
-            f"(for the bundled set: rag ingest {Path(__file__).resolve().parents[1] / 'ingest' / 'sample_corpus'})"
-        )
-    with console.status("Loading the models…"):
-        container.load()
-    with progress_bar("Evaluating", "questions · {task.fields[last]}") as progress:
-        task = progress.add_task("eval", total=len(items), last="")
-        report = run_eval(
-            container,
-            items,
-            dataset_path=dataset,
-            config=str(config or ctx.parent.params.get("config") or os.environ.get("RAG_CONFIG") or "defaults"),
-            judge=judge,
-            progress=lambda r: progress.update(task, advance=1, last=f"{r.id}: {r.verdict}"),
-        )
-    paths = write_reports(report, out or Path("eval-runs") / report.run_id)
-    print_eval_summary(report)
-    console.print(f"Reports: {paths['md']}, {paths['html']}, {paths['json']}", soft_wrap=True)
-
-
-def print_eval_summary(report) -> None:  # noqa: ANN001 - EvalReport
-    from eval.report import format_value
-    from eval.schema import METRICS
-
-    table = Table(title=f"rag eval {report.run_id} ({report.counts['questions']} questions)", show_edge=False)
-    for column in ("group", "metric", "value"):
-        table.add_column(column, justify="right" if column == "value" else "left")
-    for metric in METRICS:
-        if metric.key in report.summary:
-            table.add_row(metric.group, metric.label, format_value(metric.key, report.summary[metric.key]))
-    console.print(table)
-    verdicts = ", ".join(
-        f"{n} {k.replace('_', ' ')}"
-        for k, n in report.counts.items()
-        if n and k not in ("questions", "answerable", "unanswerable")
-    )
-    console.print(f"Verdicts: {verdicts}", soft_wrap=True)
-    cost = report.cost
-    if cost.cost_per_1k is not None:
-        api = "; ".join(f"{name} {format_value('cost_per_1k', v)}" for name, v in cost.api_cost_per_1k.items())
-        console.print(
-            f"Cost per 1,000 queries: {format_value('cost_per_1k', cost.cost_per_1k)} on {cost.hardware} at "
-            f"{cost.price_per_hour} {cost.currency}/h ({cost.compute_seconds:.1f} s for {cost.queries} queries). "
-            f"Per-token APIs at the same token counts: {api}",
-            soft_wrap=True,
-        )
-
-
-@eval_app.command("compare")
-def eval_compare(
-    ctx: typer.Context,
-    run_a: Annotated[Path, typer.Argument(help="The baseline run (its folder or report.json).")],
-    run_b: Annotated[Path, typer.Argument(help="The candidate run.")],
-    threshold: Annotated[
-        float | None, typer.Option(help="A 0..1 score that drops by more than this is a regression.")
-    ] = None,
-    speed_threshold: Annotated[
-        float | None, typer.Option(help="Latency/cost/tokens-per-s worse by more than this fraction: a regression.")
-    ] = None,
-) -> None:
-    """Per-metric deltas from A to B. Exit status 1 when B regressed, so a model or config swap can be gated."""
-    from eval.compare import compare
-    from eval.report import format_value, load_report
-
-    settings = settings_of(ctx).eval
-    a, b = load_report(run_a), load_report(run_b)
-    result = compare(
-        a,
-        b,
-        settings.regression_threshold if threshold is None else threshold,
-        settings.speed_regression if speed_threshold is None else speed_threshold,
-    )
-    table = Table(title=f"{a.run_id} -> {b.run_id}", show_edge=False)
-    for column in ("metric", "A", "B", "change", ""):
-        table.add_column(column, justify="left" if column in ("metric", "") else "right")
-    for d in result.deltas:
-        change = d.change
-        shown = "n/a" if change is None else f"{change:+.4f}" if d.metric.unit == "$" else f"{change:+,.1f}"
-        if change is not None and not d.metric.unit:
-            shown = f"{change:+.3f}"
-        flag = "[red]REGRESSION[/red]" if d in result.regressions else ""
-        table.add_row(d.metric.label, format_value(d.metric.key, d.a), format_value(d.metric.key, d.b), shown, flag)
-    Console().print(table)
-    for name, (was, now) in result.differences.items():
-        console.print(f"{name} differs: A {was} | B {now}", soft_wrap=True)
-    if result.regressions:
-        names = ", ".join(d.metric.label for d in result.regressions)
-        console.print(
-            f"[red]{len(result.regressions)} regression(s)[/red]: {names} (thresholds: scores "
-            f"{result.threshold}, speed and cost {result.speed_threshold:.0%})",
-            soft_wrap=True,
-        )
-        raise typer.Exit(1)
-    console.print("No regression beyond the thresholds.")
-
-
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -526,9 +302,13 @@ def serve(
     )
 
 
-def main() -> None:
+def main(root: type[Settings] = Settings) -> None:
+    """Run the command line, loading settings as ``root`` (``eval.cli.main`` passes the tree with eval's section).
+
+    This module alone is the engine's and the server's commands; the `rag` command is assembled by ``eval.cli``,
+    which adds `rag eval` (serving/ does not import eval/)."""
     try:
-        app()
+        app(obj=root)
     except RagError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {exc.message}", soft_wrap=True)  # one line, for logs too
         sys.exit(2)

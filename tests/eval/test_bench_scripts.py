@@ -121,8 +121,12 @@ def test_quality_table_compares_the_last_variant_with_the_first():
     from eval.retrieval_quality import QualityResult, QueryResult, paired, table
 
     def result(variant: str, ranks: list[int | None]) -> QualityResult:
+        """Each query's gold file a.md at its rank among five retrieved files, or not among them."""
         out = QualityResult("sample", variant, 5)
-        out.results = [QueryResult(f"q{i}", "?", ("a.md",), "", [], [], r) for i, r in enumerate(ranks)]
+        for i, rank in enumerate(ranks):
+            sources = [("a.md" if n == rank else "b.md") for n in range(1, 6)]
+            out.results.append(QueryResult(f"q{i}", "?", ("a.md",), "", sources, [1.0] * 5))
+            assert out.results[-1].rank == rank
         return out
 
     dense = result("x:dense", [1, 2, None, 1])

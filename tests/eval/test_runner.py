@@ -216,7 +216,7 @@ def test_compare_flags_regressions_beyond_the_thresholds(setup, tmp_path: Path):
 
     write_reports(base, tmp_path / "a")
     write_reports(worse, tmp_path / "b")
-    cli = [sys.executable, "-m", "serving.cli", "eval", "compare"]
+    cli = [sys.executable, "-m", "eval.cli", "eval", "compare"]
     gated = subprocess.run([*cli, str(tmp_path / "a"), str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True)
     assert gated.returncode == 1, gated.stdout + gated.stderr
     assert "REGRESSION" in gated.stdout and "3 regression(s)" in " ".join(gated.stderr.split())

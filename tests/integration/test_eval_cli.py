@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.dataset import load_dataset
+from eval.dataset import BUNDLED_EVAL_SET, load_dataset
 from eval.report import load_report
 from eval.schema import METRICS
-from serving.cli import BUNDLED_EVAL_SET
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +29,7 @@ GATE_MAX = {"unsupported_values": 0.02}
 def test_rag_eval_on_the_bundled_set_writes_reports_that_parse(real_container, real_data_dir, tmp_path: Path):
     real_container.store.close()  # one process per embedded store: the CLI opens it now
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "serving.cli", "--data-dir", str(real_data_dir), "eval", "--out", str(out)]
+    command = [sys.executable, "-m", "eval.cli", "--data-dir", str(real_data_dir), "eval", "--out", str(out)]
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500)
     print(run.stderr[-4000:])  # the summary table, for the CI log
     assert run.returncode == 0, run.stdout + run.stderr[-4000:]

@@ -135,7 +135,7 @@ def test_a_question_about_something_the_documents_never_name_is_declined(fake_co
 
 
 def test_an_answer_without_a_supporting_unit_gets_no_quote():
-    from rag.answering import supporting_span
+    from rag.answer_checks import supporting_span
 
     assert supporting_span("26 days", "", None) == (None, None)
     assert supporting_span("bananas", "Passphrases must be long.", None) == (None, None)
