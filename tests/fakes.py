@@ -6,6 +6,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ class HashEmbedder:
 
     model_id = "hash-embedder"
     dim = 256
+    tokenizer_file: Path | None = None  # no tokenizer file: the ingest pipeline chunks in-process
 
     @property
     def fingerprint(self) -> str:
@@ -59,6 +61,18 @@ class EchoEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def check_capacity(self) -> None:
+        pass  # no queue to fill
+
+    def load_info(self) -> dict[str, int]:
+        return {"active": 0, "queued": 0, "slots": 1}
+
+    def healthy(self) -> bool:
+        return True  # no loop that could stop
+
+    def close(self) -> None:
+        pass
 
     def stream(
         self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
