@@ -21,18 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from rag import onnx_model
 from rag.errors import ConfigError
 from rag.model_files import weights_sha256
-from rag.onnx_model import (
-    USE_TORCH,
-    ModelLayout,
-    load_tokenizer,
-    new_session,
-    pad_batch,
-    pad_token_id,
-    pool,
-    session_feeds,
-)
+from rag.onnx_model import USE_TORCH, ModelLayout
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +164,15 @@ def _probe_cosine(layout: ModelLayout, model: Any, onnx_file: Path) -> float:
     import torch
 
     model.eval()
-    tokenizer = load_tokenizer(layout, truncate=True)
-    session = new_session(onnx_file)
-    ids, mask = pad_batch([e.ids for e in tokenizer.encode_batch(list(_PROBE_TEXTS))], pad_token_id(layout.folder))
-    feeds = session_feeds(session, ids, mask)
-    ours = pool(session.run(None, feeds)[0], mask, layout.pooling)
+    tokenizer = onnx_model.load_tokenizer(layout, truncate=True)
+    session = onnx_model.new_session(onnx_file)
+    encoded = [e.ids for e in tokenizer.encode_batch(list(_PROBE_TEXTS))]
+    ids, mask = onnx_model.pad_batch(encoded, onnx_model.pad_token_id(layout.folder))
+    feeds = onnx_model.session_feeds(session, ids, mask)
+    ours = onnx_model.pool(session.run(None, feeds)[0], mask, layout.pooling)
     with torch.no_grad():
         hidden = model(**{name: torch.from_numpy(value) for name, value in feeds.items()}).last_hidden_state
-    reference = pool(hidden.numpy(), mask, layout.pooling)
+    reference = onnx_model.pool(hidden.numpy(), mask, layout.pooling)
     return float(np.min(np.sum(ours * reference, axis=1)))
 
 
