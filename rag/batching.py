@@ -4,7 +4,7 @@ One thread owns the model. Each turn of its loop it
 
 1. admits waiting requests while the batch has room: each one's prompt is prefilled on its own, its first token
    chosen, and its key/value cache merged into the batch's (left-padded to a common length, with an attention mask
-   that hides the padding and position ids that count only real tokens);
+   that hides the padding and position ids that count only real tokens: ``rag.batch_cache``);
 2. runs one decode step for every request in the batch at once: one token each;
 3. drops the requests that finished (end of sequence, ``max_new_tokens``), were cancelled (the client went away)
    or failed, and trims padding no remaining request needs.
@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.batch_cache import BatchCache
 from rag.errors import GenerationFailedError, InvalidRequestError, ServerBusyError
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,7 @@ class BatchScheduler:
         self._admitting: list[_Request] = []  # taken from the queue, being prefilled
         self._stopping = False
         self._seconds_per_request = 5.0  # moving average of request durations, for Retry-After
-        # Batch state, touched only by the loop thread.
-        self._cache: Any = None
-        self._mask: Any = None  # [B, T] 1 for real tokens, 0 for padding
-        self._positions: Any = None  # [B] position of each request's next token
-        self._last: Any = None  # [B] each request's last chosen token
+        self._batch = BatchCache(torch)  # the rows of self._active; touched only by the loop thread
         self.steps = 0
         self._thread = threading.Thread(target=self._run, name="llm-batch", daemon=True)
         self._thread.start()
@@ -295,11 +292,7 @@ class BatchScheduler:
         if state is None:  # failed, or ended at its first token
             self._finish(request)
             return
-        cache, mask, positions, token = state
-        if not self._active:
-            self._cache, self._mask, self._positions, self._last = cache, mask, positions, token
-        else:
-            self._merge(cache, mask, positions, token)
+        self._batch.add(*state)
         with self._lock:  # from admitting to active in one step: never counted in neither, nor in both
             self._active.append(request)
             self._admitting[:] = [r for r in self._admitting if r is not request]
@@ -312,13 +305,12 @@ class BatchScheduler:
 
         ids = torch.tensor([request.prompt], device=self.device)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(
+        out = self._forward(
+            cache,
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             position_ids=torch.arange(ids.shape[1], device=self.device).unsqueeze(0),
-            use_cache=True,
             logits_to_keep=1,
-            **{self._cache_arg: cache},
         )
         token = self._choose(out.logits[:, -1, :], [request])
         self._emit([request], token)
@@ -326,49 +318,16 @@ class BatchScheduler:
             return None
         return cache, torch.ones_like(ids), torch.tensor([ids.shape[1]], device=self.device), token
 
-    def _merge(self, cache: Any, mask: Any, positions: Any, last: Any) -> None:
-        """Append one request's cache to the batch's, left-padding whichever is shorter."""
-        torch = self.torch
-        length, new_length = self._mask.shape[1], mask.shape[1]
-        target = max(length, new_length)
-
-        def pad(t: Any, by: int) -> Any:  # keys/values [B, H, T, D]: zeros on the left of T
-            if by == 0:
-                return t
-            return torch.cat([t.new_zeros(*t.shape[:2], by, t.shape[3]), t], dim=2)
-
-        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([pad(mine.keys, target - length), pad(theirs.keys, target - new_length)], dim=0)
-            mine.values = torch.cat([pad(mine.values, target - length), pad(theirs.values, target - new_length)], dim=0)
-        self._mask = torch.cat(
-            [
-                torch.cat([self._mask.new_zeros(self._mask.shape[0], target - length), self._mask], dim=1),
-                torch.cat([mask.new_zeros(1, target - new_length), mask], dim=1),
-            ],
-            dim=0,
-        )
-        self._positions = torch.cat([self._positions, positions])
-        self._last = torch.cat([self._last, last])
+    def _forward(self, cache: Any, **inputs: Any) -> Any:
+        return self.model(use_cache=True, **inputs, **{self._cache_arg: cache})
 
     def _decode_step(self) -> None:
-        torch = self.torch
-        mask = torch.cat([self._mask, self._mask.new_ones(self._mask.shape[0], 1)], dim=1)
-        out = self.model(
-            input_ids=self._last.unsqueeze(1),
-            attention_mask=mask,
-            position_ids=self._positions.unsqueeze(1),
-            use_cache=True,
-            **{self._cache_arg: self._cache},
-        )
-        self._mask = mask
-        self._positions = self._positions + 1
-        tokens = self._choose(out.logits[:, -1, :], self._active)
-        self._last = tokens
+        tokens = self._choose(self._batch.decode(self._forward), self._active)
+        self._batch.last = tokens
         self._emit(self._active, tokens)
         self.steps += 1
 
     def _drop_finished(self) -> None:
-        torch = self.torch
         with self._lock:
             keep = [i for i, r in enumerate(self._active) if not (r.done or r.cancel.is_set())]
             if len(keep) == len(self._active):
@@ -379,18 +338,7 @@ class BatchScheduler:
         for request in gone:
             self._finish(request)
             self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * (now - request.submitted)
-        if not keep:
-            self._cache = self._mask = self._positions = self._last = None
-            return
-        index = torch.tensor(keep, device=self.device)
-        self._mask = self._mask[index]
-        self._positions = self._positions[index]
-        self._last = self._last[index]
-        lead = int(self._mask.any(dim=0).int().argmax())  # leading columns no remaining request needs
-        self._mask = self._mask[:, lead:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, lead:, :]
-            layer.values = layer.values[index, :, lead:, :]
+        self._batch.keep(keep)
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
@@ -403,4 +351,4 @@ class BatchScheduler:
             )
             error.__cause__ = exc
             request.out.put(error)
-        self._cache = self._mask = self._positions = self._last = None
+        self._batch.clear()

@@ -13,22 +13,37 @@ from rag.settings import EmbeddingSettings
 
 
 class Embedder(Protocol):
-    """Turns texts into vectors and counts tokens the way the model does."""
+    """Turns texts into vectors and counts tokens the way the model does.
+
+    Everything the store, the retriever and the ingest pipeline ask of an embedder is here;
+    ``tests/contracts/test_embedder.py`` runs every implementation.
+    """
 
     model_id: str
+    # The model's tokenizer.json once loaded, so parse workers count tokens exactly as the model does; None when
+    # there is no such file (the pipeline then chunks in its own process, through ``tokenize``).
+    tokenizer_file: Path | None
 
     @property
     def fingerprint(self) -> str:
         """Model, backend and weights hash: vectors from different fingerprints must never be mixed."""
         ...
 
-    def load(self) -> None: ...
+    def load(self) -> None:
+        """The visible warm-up; idempotent."""
+        ...
 
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """L2-normalised vectors (cosine = dot product), one per text, in order."""
+        ...
 
-    def embed_query(self, text: str) -> list[float]: ...
+    def embed_query(self, text: str) -> list[float]:
+        """A question's vector, with the model's query prefix where it has one."""
+        ...
 
-    def tokenize(self, text: str) -> list[int]: ...
+    def tokenize(self, text: str) -> list[int]:
+        """The model's token ids, without special tokens and without truncation: for chunk sizes."""
+        ...
 
 
 def resolve_device(device: str) -> str:

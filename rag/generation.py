@@ -53,18 +53,44 @@ class Generation:
 
 
 class GenerationEngine(Protocol):
-    """Anything that turns chat messages into streamed text."""
+    """Anything that turns chat messages into streamed text, and says how busy and how well it is.
+
+    Everything a caller (the answer service, the HTTP layer, the metrics) asks of an engine is here, so no caller
+    has to probe an engine for what it might have: ``tests/contracts/test_engine.py`` runs every implementation.
+    """
 
     model_id: str
     model_sha256: str | None
 
-    def load(self) -> None: ...
+    def load(self) -> None:
+        """The visible warm-up: load the weights, or connect to the engines; ready for ``stream`` after it."""
+        ...
 
     def stream(
         self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
-    ) -> Generation: ...
+    ) -> Generation:
+        """Start generating; setting ``cancel`` (the client went away) stops it within a step."""
+        ...
 
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str) -> int:
+        """The prompt budget's unit: the model's own tokens, or a cautious estimate where there is no tokenizer."""
+        ...
+
+    def check_capacity(self) -> None:
+        """ServerBusyError now if a request submitted now would be refused, before any retrieval is done for it."""
+        ...
+
+    def load_info(self) -> dict[str, int]:
+        """Requests being generated (``active``), waiting (``queued``), and how many fit at once (``slots``)."""
+        ...
+
+    def healthy(self) -> bool:
+        """False once a loaded engine can no longer generate (its loop stopped): /readyz then says so."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the model or the connections, at shutdown."""
+        ...
 
 
 class TransformersEngine:

@@ -84,9 +84,8 @@ def _lifespan(container: Container, jobs: JobManager | None, owns_container: boo
         finally:
             if jobs is not None:  # cancel queued ingest jobs, stop the running one after its current file
                 await asyncio.to_thread(jobs.shutdown)
-            close = getattr(container.engine, "close", None)
-            if owns_container and callable(close):  # streams were drained first (server.shutdown_timeout_s)
-                await asyncio.to_thread(close)
+            if owns_container:  # streams were drained first (server.shutdown_timeout_s)
+                await asyncio.to_thread(container.engine.close)
             container.store.close()  # let go of the embedded store: another process may open it now
             if app.state.audit is not None:
                 app.state.audit.close()

@@ -66,9 +66,7 @@ AuditDep = Annotated[RouteAudit, Depends(get_audit)]
 
 def has_capacity(container: Container) -> None:
     """A fast 503 with Retry-After when the generation queue is full, before any retrieval is done."""
-    check = getattr(container.engine, "check_capacity", None)
-    if callable(check):
-        check()
+    container.engine.check_capacity()
 
 
 def check_prompt_size(container: Container, texts: Iterable[str]) -> None:

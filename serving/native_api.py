@@ -165,15 +165,13 @@ async def readyz(container: ContainerDep) -> dict:
         chunks = await run_in_threadpool(container.store.count)
     except Exception as exc:  # noqa: BLE001 - any store failure means not ready, with its reason
         raise StoreUnavailableError(f"the vector store does not answer: {exc}") from exc
-    healthy = getattr(container.engine, "healthy", None)
-    if callable(healthy) and not healthy():
+    if not container.engine.healthy():
         raise EngineStoppedError("the generation loop is not running: restart the server")
-    load = getattr(container.engine, "load_info", None)
     return {
         "status": "ready",
         "model": container.engine.model_id,
         "model_sha256": container.engine.model_sha256,
         "embedder": container.embedder.model_id,
         "chunks": chunks,
-        "generation": load() if callable(load) else None,
+        "generation": container.engine.load_info(),
     }

@@ -124,19 +124,15 @@ class LiveState:
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         container = self.state.container
-        engine = container.engine
         yield GaugeMetricFamily("rag_ready", "1 when models and store are loaded.", value=float(container.ready))
-        load = getattr(engine, "load_info", None)
-        info = load() if callable(load) else {}
+        info = container.engine.load_info()
         yield GaugeMetricFamily(
-            "rag_generation_queue_depth", "Requests waiting for a place in the batch.", value=info.get("queued", 0)
+            "rag_generation_queue_depth", "Requests waiting for a place in the batch.", value=info["queued"]
         )
         yield GaugeMetricFamily(
-            "rag_generation_active", "Requests being generated now (batch occupancy).", value=info.get("active", 0)
+            "rag_generation_active", "Requests being generated now (batch occupancy).", value=info["active"]
         )
-        yield GaugeMetricFamily(
-            "rag_generation_slots", "Batch size: requests generated together.", value=info.get("slots", 1)
-        )
+        yield GaugeMetricFamily("rag_generation_slots", "Batch size: requests generated together.", value=info["slots"])
         if container.ready:
             yield GaugeMetricFamily("rag_store_chunks", "Chunks in the vector store.", value=container.store.count())
         jobs = getattr(self.state, "jobs", None)

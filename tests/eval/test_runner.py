@@ -19,7 +19,7 @@ from ingest.pipeline import IngestService
 from rag.generation import Generation, GenerationParams
 from serving.app import create_app
 from tests.conftest import REPO
-from tests.fakes import TEST_KEYS
+from tests.fakes import TEST_KEYS, EchoEngine
 from tests.serving.server import running
 
 DATASET = [
@@ -144,20 +144,15 @@ def test_parse_verdicts():
     assert parse_verdicts("I think it is fine.") == {"correct": None, "faithful": None}
 
 
-class VerdictEngine:
+class VerdictEngine(EchoEngine):
     """A fake of the generation seam that grades like a judge would."""
 
     model_id = "grader"
     model_sha256 = "1" * 64
 
     def __init__(self) -> None:
+        super().__init__()
         self.prompts: list[str] = []
-
-    def load(self) -> None:
-        pass
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
     def stream(self, messages, params: GenerationParams, cancel: threading.Event | None = None) -> Generation:  # noqa: ANN001
         self.prompts.append(messages[-1]["content"])

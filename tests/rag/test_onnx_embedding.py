@@ -15,7 +15,9 @@ from rag.container import build_embedder
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import ConfigError, ModelNotReadyError
 from rag.model_files import find_sentence_transformers_folder, resolve_model_path
-from rag.onnx_embedding import ModelLayout, OnnxInt8Embedder, ensure_exported, read_layout
+from rag.onnx_embedding import OnnxInt8Embedder
+from rag.onnx_export import ensure_exported
+from rag.onnx_model import ModelLayout, read_layout
 from rag.settings import EmbeddingSettings, load_settings
 
 TEXTS = [
@@ -123,7 +125,7 @@ def test_export_is_cached_and_reused(
     def must_not_export(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached export should have been reused")
 
-    monkeypatch.setattr("rag.onnx_embedding.export_int8_onnx", must_not_export)
+    monkeypatch.setattr("rag.onnx_export.export_int8_onnx", must_not_export)
     second = OnnxInt8Embedder(EmbeddingSettings(), cache_dir=cache_dir)
     second.load()
     second.load()  # idempotent
@@ -287,7 +289,7 @@ def test_concurrent_exports_run_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
         time.sleep(0.3)
         target.write_bytes(b"onnx")
 
-    monkeypatch.setattr("rag.onnx_embedding.export_int8_onnx", slow_export)
+    monkeypatch.setattr("rag.onnx_export.export_int8_onnx", slow_export)
     layout, cache_dir = _fake_layout(tmp_path), tmp_path / "cache"
     with ThreadPoolExecutor(4) as pool:
         paths = list(pool.map(lambda _: ensure_exported(layout, cache_dir), range(4)))
