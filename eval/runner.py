@@ -294,7 +294,7 @@ def provenance(container: Container, dataset_path: Path, items: Sequence[EvalIte
         model_sha256=container.engine.model_sha256,
         model_source=llm.model + (f" ({llm.gguf_file})" if llm.gguf_file else ""),
         embedder_id=container.embedder.model_id,
-        embedder_fingerprint=str(getattr(container.embedder, "fingerprint", container.embedder.model_id)),
+        embedder_fingerprint=str(container.embedder.fingerprint),
         index=registry_state(container),
         dataset={
             "path": str(dataset_path),

@@ -150,7 +150,7 @@ class ChromaStore:
     def check_embedder(self, embedder: Embedder, *, claim: bool = False) -> None:
         """Vectors of two embedders never meet in one collection: queries and new chunks must be embedded by the
         embedder that wrote the store. ``claim`` (ingest): a store with no documents yet records ``embedder``."""
-        mine = str(getattr(embedder, "fingerprint", embedder.model_id))
+        mine = str(embedder.fingerprint)
         recorded = self.docstore.get_meta("embedder")
         if recorded is None:
             if claim and (self.count() == 0 or not self.docstore.documents()):
