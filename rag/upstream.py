@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from rag.errors import ConfigError, ServerBusyError, UpstreamUnavailableError
@@ -112,6 +113,10 @@ class OpenAIUpstreamEngine:
                     retry_after=2,
                 )
 
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+
     def close(self) -> None:
         for client in self._clients:
             client.close()
@@ -127,6 +132,9 @@ class OpenAIUpstreamEngine:
             self._active += 1
         generation = Generation(pieces=iter(()))
         cancel = cancel or threading.Event()
+        # Its place is given back when the stream ends, or when the generation is dropped unread (a client gone
+        # before the first byte): a generator that never started never runs its ``finally``.
+        release = weakref.finalize(generation, self._release)
 
         def pieces() -> Iterator[str]:
             try:
@@ -149,8 +157,7 @@ class OpenAIUpstreamEngine:
                     return
                 raise UpstreamUnavailableError("every generation engine failed: " + "; ".join(failures), retry_after=5)
             finally:
-                with self._lock:
-                    self._active -= 1
+                release()
 
         generation.pieces = pieces()
         return generation

@@ -8,6 +8,7 @@ a test that the real engines would fail, nor the other way round.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -158,6 +159,15 @@ class TestGenerationEngine:
         cancel.set()  # the client went away
         list(pieces)
         assert generation.completion_tokens < MAX_TOKENS
+        wait_idle(engine)
+
+    def test_a_generation_cancelled_and_dropped_unread_frees_its_place(self, engine: GenerationEngine) -> None:
+        """A client that goes away before the first byte: its generation is never read, only dropped."""
+        cancel = threading.Event()
+        generation = engine.stream(LONG, GenerationParams(max_new_tokens=MAX_TOKENS), cancel)
+        cancel.set()
+        del generation
+        gc.collect()
         wait_idle(engine)
 
     def test_count_tokens_grows_with_the_text(self, engine: GenerationEngine) -> None:
