@@ -13,6 +13,9 @@ How a job runs:
 Chunk ids are the document id plus a hash of the chunk's content, so a rerun after ``kill -9`` at any point
 recomputes the same ids, writes only what is missing and deletes whatever is left over: no duplicates, no
 orphans.
+
+This module runs the steps in order; finding and hashing files is :mod:`ingest.discovery`, the skip decision
+:mod:`ingest.triage`, embedding and writing :mod:`ingest.indexing`, and the report :mod:`ingest.report`.
 """
 
 from __future__ import annotations
