@@ -131,7 +131,7 @@ def make_ingest_service(settings: Settings, embedder: Any, store: Any) -> Any:
     factory = getattr(IngestService, "from_settings", None)
     if factory is not None:
         return factory(settings, embedder, store)
-    return IngestService(embedder, store, settings.chunking)
+    return IngestService(embedder, store, settings.chunking, settings.ingest)
 
 
 def corpus_files(corpus: Path, limit: int | None) -> list[Path]:

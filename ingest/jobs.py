@@ -1,15 +1,12 @@
-"""Admin ingest jobs, run one at a time on a single background worker thread, in submission order.
+"""The admin ingest job queue: jobs run one at a time on a single background worker thread, in submission order.
 
-A job ingests server-side paths (each must resolve, symlinks followed, inside one of ``server.admin_paths``) or
-files uploaded over HTTP. Uploads are streamed to ``data_dir/uploads/<job id>/<file name>`` and then ingested
-like server-side paths: they stay there as the documents' source (the registry points at them and a re-ingest
-reads them again). Deleting such a document through :meth:`JobManager.delete_document` also removes its
-uploaded file, so its words leave the disk with it. A folder holding symlinks to files outside
-``server.admin_paths`` fails its job rather than letting the links be followed.
+A job ingests server-side paths (allowed by :mod:`ingest.admin_paths`) or files uploaded over HTTP (saved by
+:mod:`ingest.uploads`, then ingested like server-side paths). Deleting an uploaded document through
+:meth:`JobManager.delete_document` also removes its uploaded file.
 
-Progress (files done, chunks embedded, rate, ETA, per-file results) is updated live from the pipeline's
-``progress`` and ``on_total`` callbacks. A job that cannot run at all (another writer holds the store, the
-embedder does not match the store) fails at once with the pipeline's message; bad files only fail themselves.
+Progress is updated live from the pipeline's ``progress`` and ``on_total`` callbacks (:mod:`ingest.job_status`).
+A job that cannot run at all (another writer holds the store, the embedder does not match the store) fails at
+once with the pipeline's message; bad files only fail themselves.
 
 Document deletions run on the same worker thread, ahead of queued jobs, so they never race a job for the
 writer lock: a deletion waits for the running job to finish, up to ``delete_wait_s``, and is then refused with
@@ -23,32 +20,24 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import queue
-import shutil
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from ingest.pipeline import FileResult, IngestReport, IngestService, discover
+from ingest.admin_paths import allowed_roots, check_links, check_paths
+from ingest.job_status import Job, JobFile, new_job_id
+from ingest.pipeline import IngestService
+from ingest.report import FileResult, IngestReport
+from ingest.uploads import Upload, remove_upload, save_uploads
 from rag.acl import normalize_tags, normalize_tokens
 from rag.docstore import DocumentRecord, now_iso
-from rag.errors import (
-    InvalidRequestError,
-    JobsClosedError,
-    NotFoundError,
-    PathNotAllowedError,
-    RagError,
-    StoreBusyError,
-    UploadTooLargeError,
-)
-from rag.storage import PRIVATE_DIR, PRIVATE_FILE, disk_fault
+from rag.errors import InvalidRequestError, JobsClosedError, NotFoundError, RagError, StoreBusyError
 
 if TYPE_CHECKING:
     from rag.container import Container
@@ -56,121 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 100
-TERMINAL = ("succeeded", "failed", "cancelled")
-COPY_CHUNK = 1024 * 1024
-MAX_NAME_BYTES = 255
-
 # Queue priorities: stop first, then deletions, then ingest jobs (FIFO within one priority).
 _STOP, _TASK, _JOB = 0, 1, 2
-
-
-Upload = tuple[str | None, bytes | BinaryIO]
-
-
-@dataclass
-class JobFile:
-    path: str
-    status: str  # added | updated | unchanged | failed | removed
-    doc_id: str | None = None
-    chunks: int = 0
-    embedded: int = 0
-    error: str | None = None
-    code: str | None = None
-
-    @classmethod
-    def from_result(cls, result: FileResult) -> JobFile:
-        return cls(
-            str(result.path), result.status, result.doc_id, result.chunks, result.embedded, result.error, result.code
-        )
-
-
-@dataclass
-class Job:
-    """One ingest job. Mutated only under the manager's lock; read through :meth:`JobManager.snapshot`."""
-
-    id: str
-    kind: str  # paths | upload
-    paths: list[str]
-    acl: list[str] | None = None
-    prune: bool = False
-    tags: list[str] | None = None
-    state: str = "queued"  # queued | running | succeeded | failed | cancelled
-    created_at: str = field(default_factory=now_iso)
-    started_at: str | None = None
-    finished_at: str | None = None
-    total_files: int | None = None
-    files_done: int = 0
-    files_removed: int = 0
-    chunks_embedded: int = 0
-    files: list[JobFile] = field(default_factory=list)
-    error: str | None = None
-    error_code: str | None = None
-    summary: str | None = None
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    _t0: float | None = field(default=None, repr=False)
-    _t1: float | None = field(default=None, repr=False)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL
-
-    def elapsed(self) -> float:
-        if self._t0 is None:
-            return 0.0
-        return (self._t1 if self._t1 is not None else time.monotonic()) - self._t0
-
-    def rate(self) -> float:
-        """Chunks embedded per second since the job started."""
-        elapsed = self.elapsed()
-        return self.chunks_embedded / elapsed if elapsed > 0 else 0.0
-
-    def eta_s(self) -> float | None:
-        """Files left times the chunks an embedded file has had so far, over the chunk rate; None until known."""
-        if self.state == "succeeded":
-            return 0.0
-        if self.state != "running" or self.total_files is None:
-            return None
-        left = max(self.total_files - self.files_done, 0)
-        if left == 0:
-            return 0.0
-        embedded_files = sum(1 for f in self.files if f.embedded)
-        rate = self.rate()
-        if not embedded_files or rate <= 0:
-            return None
-        return left * (self.chunks_embedded / embedded_files) / rate
-
-    def as_dict(self, *, files: bool = True) -> dict[str, Any]:
-        eta = self.eta_s()
-        counts = {s: 0 for s in ("added", "updated", "unchanged", "removed", "failed")}
-        for f in self.files:
-            counts[f.status] = counts.get(f.status, 0) + 1
-        data: dict[str, Any] = {
-            "id": self.id,
-            "kind": self.kind,
-            "state": self.state,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "paths": list(self.paths),
-            "acl": list(self.acl) if self.acl is not None else None,
-            "tags": list(self.tags) if self.tags is not None else None,
-            "prune": self.prune,
-            "cancel_requested": self.cancel.is_set(),
-            "total_files": self.total_files,
-            "files_done": self.files_done,
-            "files_removed": self.files_removed,
-            "chunks_embedded": self.chunks_embedded,
-            "rate_chunks_per_s": round(self.rate(), 2),
-            "eta_s": round(eta, 1) if eta is not None else None,
-            "elapsed_s": round(self.elapsed(), 3),
-            "counts": counts,
-            "error": self.error,
-            "error_code": self.error_code,
-            "summary": self.summary,
-        }
-        if files:
-            data["files"] = [dict(f.__dict__) for f in self.files]
-        return data
 
 
 @dataclass
@@ -179,38 +55,6 @@ class _Task:
 
     fn: Callable[[], Any]
     future: Future = field(default_factory=Future)
-
-
-def _inside(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def safe_filename(name: str | None) -> str:
-    """The last path component of an uploaded file's name, without control characters; refuses ``..`` and blanks."""
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if ch.isprintable()).strip()
-    if base in ("", ".", ".."):
-        raise InvalidRequestError(
-            f"uploaded file name {name!r} has no usable file name: send each file with a name such as report.pdf"
-        )
-    if len(base.encode()) > MAX_NAME_BYTES:
-        raise InvalidRequestError(f"uploaded file name {base[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
-    return base
-
-
-def numbered_filename(base: str, n: int) -> str:
-    """``report-2.pdf`` for a second part named ``report.pdf``; the stem is cut so the name stays a usable length."""
-    stem, dot, suffix = base.rpartition(".")
-    tail = f"-{n}.{suffix}" if dot and stem else f"-{n}"
-    if len(tail.encode()) >= MAX_NAME_BYTES // 2:  # an odd, very long extension: number the whole name
-        stem, tail = base, f"-{n}"
-    elif not (dot and stem):
-        stem = base
-    return stem.encode()[: MAX_NAME_BYTES - len(tail.encode())].decode(errors="ignore") + tail
 
 
 def normalise_acl(tokens: Sequence[str] | None) -> list[str] | None:
@@ -244,57 +88,6 @@ class JobManager:
 
     # -- submitting -------------------------------------------------------------------------------------------
 
-    def check_paths(self, paths: Sequence[str | Path]) -> list[Path]:
-        """Resolved paths, each inside one of ``server.admin_paths``; refuses anything else."""
-        if not paths:
-            raise InvalidRequestError("no paths given: send `paths` with one or more files or folders")
-        if not self.settings.server.admin_paths:
-            raise PathNotAllowedError(
-                "server-side ingest is off: no folder is allowed yet. Add the folder to server.admin_paths "
-                "(e.g. RAG_SERVER__ADMIN_PATHS='[\"/srv/docs\"]') and restart, or upload the files instead"
-            )
-        roots = self._roots()
-        resolved: list[Path] = []
-        for raw in paths:
-            text = str(raw)
-            if not text.strip() or "\x00" in text:
-                raise InvalidRequestError(f"path {text!r} is not a usable path")
-            try:
-                path = Path(text).expanduser().resolve()
-            except (OSError, RuntimeError):  # a symlink loop
-                raise InvalidRequestError(f"{text}: the symlink loops back on itself: fix or remove it") from None
-            if not _inside(path, roots):
-                allowed = ", ".join(str(r) for r in roots)
-                raise PathNotAllowedError(
-                    f"{text} is outside the folders the admin API may read ({allowed}): "
-                    "add the folder to server.admin_paths and restart, or upload the files instead"
-                )
-            if not path.exists():
-                raise InvalidRequestError(f"{text}: no such file or folder on the server: check the path")
-            resolved.append(path)
-        return list(dict.fromkeys(resolved))
-
-    def _roots(self) -> list[Path]:
-        return [Path(root).expanduser().resolve() for root in self.settings.server.admin_paths]
-
-    def check_links(self, paths: Sequence[Path]) -> None:
-        """Refuse a job whose folders hold symlinks to files outside ``server.admin_paths``.
-
-        The pipeline follows symlinked files found in a folder, so the check on the requested paths alone would
-        let a link inside an allowed folder read anything the server can. Run just before the job, on the worker.
-        """
-        roots = self._roots()
-        files, _ = discover(paths)
-        outside = [f for f in files if not _inside(f, roots)]
-        if outside:
-            shown = ", ".join(str(f) for f in outside[:3]) + (
-                f" and {len(outside) - 3} more" if len(outside) > 3 else ""
-            )
-            raise PathNotAllowedError(
-                f"the folder links to files outside server.admin_paths ({shown}): remove the symlinks, or add "
-                "the folder they point into to server.admin_paths and restart"
-            )
-
     def submit_paths(
         self,
         paths: Sequence[str | Path],
@@ -304,7 +97,7 @@ class JobManager:
     ) -> Job:
         """Queue a job over server-side files and folders (checked against ``server.admin_paths`` first)."""
         self._check_open()
-        resolved = self.check_paths(paths)
+        resolved = check_paths(paths, self.settings.server.admin_paths)
         labels = normalize_tags(tags) if tags is not None else None
         job = Job(new_job_id(), "paths", [str(p) for p in resolved], normalise_acl(acl), bool(prune), labels)
         return self._enqueue(job)
@@ -319,60 +112,9 @@ class JobManager:
         if not files:
             raise InvalidRequestError("no files in the upload: send one or more `files` parts")
         tokens = normalise_acl(acl)
-        names: list[str] = []
-        for name, _ in files:
-            base = safe_filename(name)
-            candidate, n = base, 1
-            while candidate in names:  # two parts with one name: keep both
-                n += 1
-                candidate = numbered_filename(base, n)
-            names.append(candidate)
         job_id = new_job_id()
-        folder = (self.uploads_dir / job_id).resolve()
-        saved: list[Path] = []
-        try:
-            # Uploads are document text: owner-only, like the registry and the keys file.
-            self.uploads_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-            folder.mkdir(mode=PRIVATE_DIR)
-            for name, (_, content) in zip(names, files, strict=True):
-                target = folder / name
-                if target.parent != folder:  # cannot happen after safe_filename; never write elsewhere
-                    raise InvalidRequestError(f"uploaded file name {name!r} is not a plain file name")
-                self._save(target, content)
-                saved.append(target)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        except OSError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            fault = disk_fault(exc, self.uploads_dir)
-            if fault is None:
-                raise
-            raise fault from None
+        saved = save_uploads(self.uploads_dir, job_id, files, self.settings.server.max_upload_mb)
         return self._enqueue(Job(job_id, "upload", [str(p) for p in saved], tokens))
-
-    def _save(self, target: Path, content: bytes | BinaryIO) -> None:
-        limit_mb = self.settings.server.max_upload_mb
-        limit = int(limit_mb * 1024 * 1024)
-
-        def too_large() -> UploadTooLargeError:
-            return UploadTooLargeError(
-                f"{target.name}: the file is over the {limit_mb:g} MB upload limit: split it, "
-                "or raise server.max_upload_mb"
-            )
-
-        with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb") as out:
-            if isinstance(content, bytes | bytearray | memoryview):
-                if len(content) > limit:
-                    raise too_large()
-                out.write(content)
-                return
-            written = 0
-            while chunk := content.read(COPY_CHUNK):
-                written += len(chunk)
-                if written > limit:
-                    raise too_large()
-                out.write(chunk)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -462,14 +204,7 @@ class JobManager:
         if self.service.registry.document(doc_id) is None:
             raise NotFoundError(f"no document with id {doc_id}: GET /v1/admin/documents lists them")
         record = self.service.delete_document(doc_id)
-        source = Path(record.path)
-        uploads = self.uploads_dir.resolve()
-        if source.is_relative_to(uploads) and source != uploads:
-            source.unlink(missing_ok=True)
-            try:
-                source.parent.rmdir()  # the job's folder, once its last file is gone
-            except OSError:
-                pass
+        remove_upload(Path(record.path), self.uploads_dir)
         return record
 
     # -- the worker -------------------------------------------------------------------------------------------
@@ -498,9 +233,12 @@ class JobManager:
             self._current = job
         try:
             if job.kind == "paths":
-                self.check_links([Path(p) for p in job.paths])
+                check_links([Path(p) for p in job.paths], self.settings.server.admin_paths)
             # Sidecar files must resolve where the documents may: inside server.admin_paths, or the upload's folder.
-            roots = self._roots() if job.kind == "paths" else [Path(job.paths[0]).parent] if job.paths else []
+            if job.kind == "paths":
+                roots = allowed_roots(self.settings.server.admin_paths)
+            else:
+                roots = [Path(job.paths[0]).parent] if job.paths else []
             report = self.service.ingest_paths(
                 [Path(p) for p in job.paths],
                 roots=roots,

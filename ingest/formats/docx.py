@@ -90,48 +90,55 @@ def _docx_table_rows(table) -> list[list[str]]:  # noqa: ANN001 - docx Table
     return rows
 
 
+def _docx_sections(document) -> tuple[list[Section], dict[int, str]]:  # noqa: ANN001 - docx Document
+    """The body's prose under its heading path and its tables, in order; and the first level 0 and 1 headings."""
+    from docx.table import Table
+
+    sections: list[Section] = []
+    headings: list[tuple[int, str]] = []  # (level, text) from the outermost in
+    prose: list[tuple[str, bool]] = []  # (text, is list item)
+    first_heading = {0: "", 1: ""}
+
+    def heading_path() -> list[str]:
+        return [text for _, text in headings]
+
+    def flush() -> None:
+        if prose:
+            text = prose[0][0]
+            for (line, is_item), (_, was_item) in zip(prose[1:], prose[:-1], strict=True):
+                text += ("\n" if is_item and was_item else "\n\n") + line
+            sections.append(Section(text, heading_path()))
+            prose.clear()
+
+    for block in _docx_blocks(document.element.body, document._body):
+        if isinstance(block, Table):
+            flush()
+            sections.extend(table_sections(_docx_table_rows(block), heading_path()))
+            continue
+        text = block.text.strip()
+        if not text:
+            continue
+        level = _heading_level(block)
+        if level is not None:
+            flush()
+            headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, text)]
+            if level in first_heading and not first_heading[level]:
+                first_heading[level] = text
+            continue
+        is_item = _is_list_item(block)
+        prose.append((f"- {text}" if is_item else text, is_item))
+    flush()
+    return sections, first_heading
+
+
 def read(path: Path, options: ReaderOptions | None = None) -> ParsedDocument:
     import docx
-    from docx.table import Table
 
     check_office_zip(path, options or DEFAULT_OPTIONS)
     try:
         document = docx.Document(str(path))
         core_title = office_title(document.core_properties.title)
-        sections: list[Section] = []
-        headings: list[tuple[int, str]] = []  # (level, text) from the outermost in
-        prose: list[tuple[str, bool]] = []  # (text, is list item)
-        first_heading = {0: "", 1: ""}
-
-        def heading_path() -> list[str]:
-            return [text for _, text in headings]
-
-        def flush() -> None:
-            if prose:
-                text = prose[0][0]
-                for (line, is_item), (_, was_item) in zip(prose[1:], prose[:-1], strict=True):
-                    text += ("\n" if is_item and was_item else "\n\n") + line
-                sections.append(Section(text, heading_path()))
-                prose.clear()
-
-        for block in _docx_blocks(document.element.body, document._body):
-            if isinstance(block, Table):
-                flush()
-                sections.extend(table_sections(_docx_table_rows(block), heading_path()))
-                continue
-            text = block.text.strip()
-            if not text:
-                continue
-            level = _heading_level(block)
-            if level is not None:
-                flush()
-                headings = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, text)]
-                if level in first_heading and not first_heading[level]:
-                    first_heading[level] = text
-                continue
-            is_item = _is_list_item(block)
-            prose.append((f"- {text}" if is_item else text, is_item))
-        flush()
+        sections, first_heading = _docx_sections(document)
     except DocumentError:
         raise
     except office_parser_errors() as exc:

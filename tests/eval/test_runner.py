@@ -15,7 +15,6 @@ from eval.compare import compare
 from eval.dataset import load_dataset
 from eval.judge import Judge, parse_verdicts
 from eval.runner import run_eval
-from ingest.pipeline import IngestService
 from rag.generation import Generation, GenerationParams
 from serving.app import create_app
 from tests.conftest import REPO
@@ -45,9 +44,7 @@ def setup(fake_container, tmp_path: Path):
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
     (docs / "canteen.md").write_text("# Canteen\n\nThe canteen opens at 11:30 and closes at 14:00.\n")
-    IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking).ingest_paths(
-        [docs], acl=["public"]
-    )
+    fake_container.ingest_service().ingest_paths([docs], acl=["public"])
     dataset = tmp_path / "set.jsonl"
     dataset.write_text("\n".join(json.dumps(item) for item in DATASET) + "\n")
     return fake_container, dataset
@@ -115,7 +112,7 @@ def test_provenance_names_model_embedder_index_and_dataset(setup, tmp_path: Path
     more = tmp_path / "more"
     more.mkdir()
     (more / "parking.md").write_text("# Parking\n\nThe car park closes at 22:00.\n")
-    IngestService(container.embedder, container.store, container.settings.chunking).ingest_paths([more], acl=["public"])
+    container.ingest_service().ingest_paths([more], acl=["public"])
     changed = run_eval(container, items[:1], dataset_path=dataset)
     assert changed.provenance.index["registry_sha256"] != p.index["registry_sha256"]
     assert changed.provenance.index["documents"] == 3

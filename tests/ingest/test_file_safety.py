@@ -121,7 +121,7 @@ def test_looping_and_dangling_links_are_listed_with_a_reason(fake_settings, tmp_
     os.symlink(docs / "loop.txt", docs / "loop.txt")
     os.symlink(docs / "gone.md", docs / "dangling.md")
     store = ChromaStore(fake_settings.data_dir / "chroma", "test")
-    service = IngestService(HashEmbedder(), store, fake_settings.chunking)
+    service = IngestService(HashEmbedder(), store, fake_settings.chunking, fake_settings.ingest)
     try:
         report = service.ingest_paths([docs])
     finally:

@@ -59,7 +59,10 @@ def test_a_second_writer_gets_a_clear_error_not_a_hang(fake_settings, tmp_path: 
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\ntext\n")
     service = IngestService(
-        HashEmbedder(), ChromaStore(fake_settings.data_dir / "chroma", "test"), fake_settings.chunking
+        HashEmbedder(),
+        ChromaStore(fake_settings.data_dir / "chroma", "test"),
+        fake_settings.chunking,
+        fake_settings.ingest,
     )
     with WriterLock(fake_settings.data_dir, "test holder"):
         with pytest.raises(StoreBusyError) as caught:

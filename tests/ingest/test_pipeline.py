@@ -14,7 +14,7 @@ POLICY = "# Policy\n\n## Leave\n\nStaff get 26 days of annual leave.\n\n## Trave
 
 
 def service_for(data_dir: Path, settings) -> IngestService:
-    return IngestService(HashEmbedder(), ChromaStore(data_dir / "chroma", "test"), settings.chunking)
+    return IngestService(HashEmbedder(), ChromaStore(data_dir / "chroma", "test"), settings.chunking, settings.ingest)
 
 
 def test_second_run_embeds_nothing_and_says_so(fake_settings, tmp_path: Path):
@@ -141,7 +141,9 @@ def test_embedder_change_is_refused_with_a_fix(fake_settings, tmp_path: Path):
     service_for(fake_settings.data_dir, fake_settings).ingest_paths([docs])
     other = HashEmbedder()
     other.model_id = "another-embedder"
-    service = IngestService(other, ChromaStore(fake_settings.data_dir / "chroma", "test"), fake_settings.chunking)
+    service = IngestService(
+        other, ChromaStore(fake_settings.data_dir / "chroma", "test"), fake_settings.chunking, fake_settings.ingest
+    )
     with pytest.raises(ConfigError, match="was embedded with hash-embedder"):
         service.ingest_paths([docs])
 
@@ -190,7 +192,7 @@ def test_chunking_in_the_parse_workers_matches_the_main_process(fake_settings, t
     results = {}
     for with_file in (True, False):
         store = ChromaStore(tmp_path / f"data-{with_file}" / "chroma", "test")
-        service = IngestService(TokenizerEmbedder(with_file), store, fake_settings.chunking)
+        service = IngestService(TokenizerEmbedder(with_file), store, fake_settings.chunking, fake_settings.ingest)
         assert (service.chunk_spec() is not None) is with_file
         report = service.ingest_paths([docs])
         assert report.ok

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ingest.chunking import Chunker, document_id
-from ingest.pipeline import file_sha256
+from ingest.discovery import file_sha256
 from ingest.readers import read_document
 from rag.container import build_embedder, build_store
 from rag.settings import load_settings

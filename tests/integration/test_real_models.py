@@ -136,7 +136,6 @@ def test_cli_ask_json_and_ingest_exit_status(real_container, real_data_dir, tmp_
 def test_access_control_on_the_real_path(real_container, tmp_path: Path):
     """Real embedder, real SmolLM2, real Chroma and keyword index, real uvicorn and openai client: a document
     for one group never reaches anyone else, even when it is the best match."""
-    from ingest.pipeline import IngestService
     from rag.acl import Identity
     from rag.container import Container
     from rag.settings import load_settings
@@ -153,7 +152,7 @@ def test_access_control_on_the_real_path(real_container, tmp_path: Path):
         "# Salary bands\n\nThe salary band for a senior engineer is 81,500 to 96,500 euros per year.\n"
     )
     (docs / "handbook.md").write_text("# Handbook\n\nSalaries are paid on the last working day of the month.\n")
-    service = IngestService(container.embedder, container.store, settings.chunking)
+    service = container.ingest_service()
     service.ingest_paths([docs / "salary-bands.md"], acl=["group:hr"])
     service.ingest_paths([docs / "handbook.md"], acl=["public"])
     question = "What is the salary band for a senior engineer?"

@@ -13,7 +13,6 @@ import httpx
 import openai
 import pytest
 
-from ingest.pipeline import IngestService
 from rag.container import Container, build_engine
 from rag.settings import load_settings
 from rag.store import ChromaStore
@@ -49,7 +48,7 @@ def server(real_container, tmp_path_factory):
     docs = tmp / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
+    container.ingest_service().ingest_paths([docs], acl=["public"])
     with running(create_app(container=container)) as url:
         yield url, container
     engine.close()

@@ -13,7 +13,6 @@ from pathlib import Path
 import openai
 import pytest
 
-from ingest.pipeline import IngestService
 from rag.container import Container, build_engine
 from rag.errors import UpstreamUnavailableError
 from rag.settings import UpstreamSettings, load_settings
@@ -72,7 +71,7 @@ def front(real_container, tmp_path: Path, upstreams: list[dict]) -> Container:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
+    container.ingest_service().ingest_paths([docs], acl=["public"])
     return container
 
 

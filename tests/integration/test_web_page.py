@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ingest.pipeline import IngestService
 from rag.container import Container
 from rag.settings import load_settings
 from rag.store import ChromaStore
@@ -123,7 +122,7 @@ def test_prompt_injection_in_a_document_renders_as_inert_text(real_container, pa
         "# Notice\n\nThe canteen opens at <script>window.pwned = 1</script> eight "
         '<img src="/static/x.png" onerror="window.pwned = 2"> and closes at four.\n'
     )
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
+    container.ingest_service().ingest_paths([docs], acl=["public"])
     with running(create_app(container=container)) as url:
         sign_in(page, url, TEST_KEYS["alice"][0])
         page.get_by_label("Your question").fill("When does the canteen open?")

@@ -43,7 +43,7 @@ def corpus(fake_container, tmp_path: Path):
     files = {"hr.md": HR, "finance.md": FINANCE, "handbook.md": PUBLIC, "notice.md": INJECTION}
     for name, text in files.items():
         (docs / name).write_text(text)
-    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    service = fake_container.ingest_service()
     service.ingest_paths([docs / "hr.md"], acl=["group:hr"])
     service.ingest_paths([docs / "finance.md"], acl=["group:finance", "user:cfo"])
     service.ingest_paths([docs / "handbook.md", docs / "notice.md"], acl=["public"])
@@ -130,7 +130,7 @@ def test_a_very_selective_filter_still_returns_the_permitted_chunk(fake_containe
     docs.mkdir()
     for i in range(300):
         (docs / f"noise-{i:03d}.md").write_text(f"# Travel {i}\n\nThe travel policy allows economy flights, {i}.\n")
-    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    service = fake_container.ingest_service()
     service.ingest_paths([docs], acl=["group:travel-desk"])
     secret = tmp_path / "secret.md"
     secret.write_text("# Exception\n\nFor the board, the travel policy makes an exception: business class.\n")
@@ -207,7 +207,7 @@ def test_a_bad_sidecar_fails_that_document_and_widens_nothing(fake_container, tm
     docs.mkdir()
     (docs / "pay.md").write_text("# Pay\n\nPayroll runs on the 25th.\n")
     (docs / "pay.md.acl").write_text("payroll\n")  # no namespace
-    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    service = fake_container.ingest_service()
     report = service.ingest_paths([docs])
     [failed] = report.failed
     assert failed.path.name == "pay.md" and failed.code == "acl_invalid"

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-from ingest.pipeline import IngestService
 from rag.answering import TextDelta
 from rag.schemas import Answer
 
@@ -11,9 +10,7 @@ def ingest(container, folder: Path, files: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (folder / name).write_text(text)
-    report = IngestService(container.embedder, container.store, container.settings.chunking).ingest_paths(
-        [folder], acl=["public"]
-    )
+    report = container.ingest_service().ingest_paths([folder], acl=["public"])
     assert report.ok, report.summary()
 
 

@@ -65,7 +65,7 @@ def test_a_full_disk_mid_ingest_stops_with_one_line_and_the_next_run_recovers(fa
     docs = tmp_path / "docs"
     write_docs(docs, 6)
     store = ChromaStore(fake_settings.data_dir / "chroma", "test")
-    service = IngestService(HashEmbedder(), store, fake_settings.chunking)
+    service = IngestService(HashEmbedder(), store, fake_settings.chunking, fake_settings.ingest)
     try:
         service.check_embedder()
         fill_up(store.docstore, spare_pages=8)

@@ -102,7 +102,6 @@ def test_chunks_mode_answers_are_checked_on_a_llama_architecture_model(tiny_llm,
     """The 7B path: prompt.context chunks, prompt.answer generate, a Llama-architecture model through the
     transformers engine. Its draft (random weights: noise) is shown only if every value in it is in the cited
     passages; otherwise the passage is quoted. Either way the answer states nothing its sources lack."""
-    from ingest.pipeline import IngestService
     from rag import verify
     from rag.container import Container
     from rag.prompting import build_messages, select_context
@@ -121,7 +120,7 @@ def test_chunks_mode_answers_are_checked_on_a_llama_architecture_model(tiny_llm,
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "memory.md").write_text("# Memory\n\nThe default is four megabytes (4MB). It is set per operation.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs], acl=["public"])
+    container.ingest_service().ingest_paths([docs], acl=["public"])
     question = "What is the default memory per operation?"
     try:
         final = container.answers.answer(question)

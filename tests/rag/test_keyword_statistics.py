@@ -61,7 +61,7 @@ def test_fused_scores_of_a_public_caller_do_not_depend_on_hidden_documents(tmp_p
     for name, folders in (("without", [public]), ("with", [public, hidden])):
         settings = load_settings(data_dir=tmp_path / name, retrieval={"fusion": "dbsf", "mode": "hybrid"})
         store = ChromaStore(settings.data_dir / "chroma", "test")
-        service = IngestService(HashEmbedder(), store, settings.chunking)
+        service = IngestService(HashEmbedder(), store, settings.chunking, settings.ingest)
         service.ingest_paths([public], acl=["public"])
         if hidden in folders:
             service.ingest_paths([hidden], acl=["group:board"])

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ingest.pipeline import IngestService
 from rag.acl import Identity
 from rag.errors import ConfigError
 from rag.rerank import CrossEncoderReranker
@@ -23,7 +22,7 @@ def test_reranker_orders_filters_and_keeps_to_permitted_chunks(fake_container, t
     for i in range(6):
         (docs / f"p{i}.md").write_text(f"# Policy {i}\n\nThe travel policy rule number {i} covers trains.\n")
     (docs / "secret.md").write_text("# Secret\n\nThe travel policy for the board covers private jets.\n")
-    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    service = fake_container.ingest_service()
     service.ingest_paths([docs / f"p{i}.md" for i in range(6)], acl=["public"])
     service.ingest_paths([docs / "secret.md"], acl=["group:board"])
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 
-from ingest.pipeline import IngestService
 from rag.generation import Generation, GenerationParams
 from rag.rewrite import needs_context, rewrite_heuristic, rewrite_llm, standalone_query
 from serving.app import create_app
@@ -64,9 +63,7 @@ def test_query_endpoint_and_chat_completions_show_the_rewrite(fake_container, tm
         "passphrases of at least 20 characters.\n"
     )
     (docs / "canteen.md").write_text("# Canteen\n\nAccounts for the canteen card are topped up at reception.\n")
-    IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking).ingest_paths(
-        [docs], acl=["public"]
-    )
+    fake_container.ingest_service().ingest_paths([docs], acl=["public"])
     with running(create_app(container=fake_container)) as url:
         body = {"question": "And for admin accounts?", "history": HISTORY}
         answer = httpx.post(url + "/v1/query", json=body, timeout=30).json()

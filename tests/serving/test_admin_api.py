@@ -17,8 +17,9 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from ingest.jobs import MAX_JOBS, JobManager, safe_filename
-from ingest.pipeline import FileResult, IngestReport
+from ingest.jobs import MAX_JOBS, JobManager
+from ingest.report import FileResult, IngestReport
+from ingest.uploads import safe_filename
 from rag.acl import Identity
 from rag.container import Container
 from rag.docstore import DocumentRecord

@@ -7,14 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingest.pipeline import IngestService
-
 
 def test_docs_list_piped_prints_whole_ids_and_paths(fake_container, tmp_path: Path):
     folder = tmp_path / "a-folder-with-a-rather-long-name" / "and-another-level-below-it"
     folder.mkdir(parents=True)
     (folder / "travel-and-expenses-policy-2027.md").write_text("# Travel\n\nBook trains at least a week ahead.\n")
-    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    service = fake_container.ingest_service()
     assert service.ingest_paths([folder], acl=["group:travel-desk"]).ok
     [record] = service.registry.documents()
     env = {**os.environ, "RAG_COLLECTION": "test"}  # the fake container's collection

@@ -8,7 +8,6 @@ import httpx
 import openai
 import pytest
 
-from ingest.pipeline import IngestService
 from rag.container import Container
 from rag.errors import ConfigError
 from rag.settings import ApiKey
@@ -23,9 +22,7 @@ def base_url(fake_container, tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking).ingest_paths(
-        [docs], acl=["public"]
-    )
+    fake_container.ingest_service().ingest_paths([docs], acl=["public"])
     with running(create_app(container=fake_container)) as url:
         yield url
 
@@ -142,7 +139,7 @@ def test_document_fetches_are_audited_refused_ones_too(fake_container, tmp_path)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "pay.md").write_text("# Pay\n\nSalaries are paid on the 25th.\n")
-    service = IngestService(fake_container.embedder, fake_container.store, fake_container.settings.chunking)
+    service = fake_container.ingest_service()
     report = service.ingest_paths([docs], acl=["group:hr"])
     doc_id = report.files[0].doc_id
     with running(create_app(container=fake_container)) as url:

@@ -50,8 +50,6 @@ class BreaksMidway(EchoEngine):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the module: each test's requests are independent of the others'."""
-    from ingest.pipeline import IngestService
-
     tmp = tmp_path_factory.mktemp("isolation")
     settings = load_settings(
         data_dir=tmp / "data",
@@ -63,7 +61,7 @@ def server(tmp_path_factory):
     docs = tmp / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, settings.chunking).ingest_paths([docs])
+    container.ingest_service().ingest_paths([docs])
     with running(create_app(container=container)) as url:
         yield url, container
     container.store.close()

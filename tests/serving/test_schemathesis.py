@@ -17,7 +17,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.pipeline import IngestService
 from rag.container import Container
 from rag.settings import load_settings
 from rag.store import ChromaStore
@@ -79,7 +78,7 @@ def api_url(tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "it.md").write_text("# IT security\n\nPassphrases must be at least 14 characters long.\n")
-    IngestService(container.embedder, container.store, app_settings.chunking).ingest_paths([docs], acl=["public"])
+    container.ingest_service().ingest_paths([docs], acl=["public"])
     with running(create_app(container=container)) as url:
         yield url
     container.store.close()
