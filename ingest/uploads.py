@@ -73,15 +73,15 @@ def save_uploads(uploads_dir: Path, job_id: str, files: Sequence[Upload], limit_
                 raise InvalidRequestError(f"uploaded file name {name!r} is not a plain file name")
             save_upload(target, content, limit_mb)
             saved.append(target)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         fault = disk_fault(exc, uploads_dir)
         if fault is None:
             raise
         raise fault from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return saved
 
 

@@ -175,3 +175,20 @@ def test_serve_on_a_read_only_data_dir_says_why_and_starts_once_fixed(tmp_path: 
             server.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_an_upload_that_fills_the_disk_is_the_one_line_disk_full_error_and_keeps_nothing(tmp_path: Path):
+    import errno
+    import io
+
+    from ingest.uploads import save_uploads
+
+    class FillsTheDisk(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    uploads = tmp_path / "uploads"
+    with pytest.raises(StoreError) as caught:
+        save_uploads(uploads, "job1", [("ok.txt", b"fits"), ("big.txt", FillsTheDisk())], limit_mb=1)
+    assert caught.value.code == "disk_full" and "free some space" in caught.value.message
+    assert not (uploads / "job1").exists()
