@@ -16,8 +16,7 @@ from pathlib import Path
 
 import rag  # noqa: F401  - offline switches first
 from eval.memory import RssSampler
-from ingest.pipeline import IngestService
-from rag.container import build_embedder, build_store
+from rag.container import build_embedder, build_ingest_service
 from rag.settings import load_settings
 
 WORDS = (
@@ -51,7 +50,7 @@ def ingest_once(pdf: Path, backend: str) -> tuple[float, float, int]:
         settings = load_settings(data_dir=data_dir, embedding={"backend": backend})
         embedder = build_embedder(settings)
         embedder.load()
-        service = IngestService.from_settings(settings, embedder, build_store(settings))
+        service = build_ingest_service(settings, embedder=embedder)
         with RssSampler() as sampler:
             started = time.perf_counter()
             report = service.ingest_paths([pdf])

@@ -39,7 +39,7 @@ from rag.docstore import DocumentRecord
 from rag.embedding import Embedder
 from rag.errors import NotFoundError, RagError, StoreError
 from rag.locking import WriterLock
-from rag.settings import ChunkingSettings, IngestSettings, Settings
+from rag.settings import ChunkingSettings, IngestSettings
 from rag.storage import disk_fault
 from rag.store import ChromaStore
 
@@ -105,10 +105,6 @@ class IngestService:
         self.data_dir = store.path.parent
         self.writer = DocumentWriter(embedder, store, chunking)
         self._pool: ParsePool | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, embedder: Embedder, store: ChromaStore) -> IngestService:
-        return cls(embedder, store, settings.chunking, settings.ingest)
 
     @property
     def registry(self):  # noqa: ANN201 - DocStore

@@ -74,6 +74,18 @@ def build_store(settings: Settings) -> ChromaStore:
     return ChromaStore(settings.data_dir / "chroma", settings.collection, server=server)
 
 
+def build_ingest_service(
+    settings: Settings, *, embedder: Embedder | None = None, store: ChromaStore | None = None
+) -> IngestService:
+    """The ingest side alone, with the configured chunking and ingest settings: the embedder and the store, no
+    generation engine (`rag ingest` and `rag docs delete` need none)."""
+    from ingest.pipeline import IngestService  # lazily: rag/ imports no other package when it loads
+
+    return IngestService(
+        embedder or build_embedder(settings), store or build_store(settings), settings.chunking, settings.ingest
+    )
+
+
 @dataclass
 class Container:
     """The product's components, wired once per process."""
@@ -111,9 +123,7 @@ class Container:
 
     def ingest_service(self) -> IngestService:
         """The ingest pipeline over this container's embedder and store, with the configured ingest settings."""
-        from ingest.pipeline import IngestService  # lazily: rag/ imports no other package when it loads
-
-        return IngestService(self.embedder, self.store, self.settings.chunking, self.settings.ingest)
+        return build_ingest_service(self.settings, embedder=self.embedder, store=self.store)
 
     def job_manager(self) -> JobManager:
         """The admin API's ingest job queue (server.admin_api), over this container's ingest service."""

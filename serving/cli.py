@@ -67,9 +67,8 @@ def ingest(
     Access: --group/--user/--public for every file; otherwise a sidecar file <file>.acl (tokens such as
     group:hr, user:bob, public), then --acl-map, then what the registry already holds, then ingest.default_access
     (group:admins unless set: not public)."""
-    from ingest.pipeline import IngestService
     from rag.acl import AclMap, tokens_from
-    from rag.container import build_embedder, build_store
+    from rag.container import build_embedder, build_ingest_service, build_store
 
     settings = settings_of(ctx)
     check_writable(settings.data_dir)  # a read-only or full disk: one line with the fix, before any work
@@ -79,7 +78,7 @@ def ingest(
     if if_empty and already_ingested(settings, store):
         return
     embedder = build_embedder(settings)
-    service = IngestService.from_settings(settings, embedder, store)
+    service = build_ingest_service(settings, embedder=embedder, store=store)
     service.warm()  # parse workers start while the model loads
     with console.status("Loading the embedding model…"):
         embedder.load()
@@ -154,11 +153,10 @@ def docs_delete(
     doc_ids: Annotated[list[str], typer.Argument(help="Document ids, as `rag docs list` shows them.")],
 ) -> None:
     """Remove documents: their vectors, metadata and text leave the store."""
-    from ingest.pipeline import IngestService
-    from rag.container import build_embedder, build_store
+    from rag.container import build_ingest_service
 
     settings = settings_of(ctx)
-    service = IngestService.from_settings(settings, build_embedder(settings), build_store(settings))
+    service = build_ingest_service(settings)
     for doc_id in doc_ids:
         record = service.delete_document(doc_id)
         console.print(f"deleted {doc_id} ({record.path}, {record.chunk_count} chunks)")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from ingest.chunking import document_id
 from ingest.pipeline import IngestService
-from rag.container import Container
+from rag.container import Container, build_ingest_service
 from rag.errors import NotFoundError
 from rag.settings import Settings, load_settings
 from rag.store import ChromaStore
@@ -134,7 +134,7 @@ def ingest(settings: Settings, folder: Path) -> tuple[IngestService, Traces]:
     checked to be on disk."""
     write_docs(folder)
     store = ChromaStore(settings.data_dir / "chroma", settings.collection)
-    service = IngestService.from_settings(settings, DenseHashEmbedder(), store)
+    service = build_ingest_service(settings, embedder=DenseHashEmbedder(), store=store)
     path = folder / "okapi-ledger.md"
     service.ingest_paths([path], acl=[GROUP])
     service.ingest_paths([folder / "policy.md"], acl=["public"])

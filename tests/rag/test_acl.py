@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ingest.chunking import document_id
-from ingest.pipeline import IngestService
 from rag.acl import AclMap, Identity, document_tokens, legacy_tokens, normalize_tokens, tokens_from
+from rag.container import build_ingest_service
 from rag.errors import ConfigError, InvalidRequestError
 from rag.schemas import SearchFilters
 from tests.fakes import auth
@@ -270,7 +270,7 @@ def test_a_document_given_no_access_gets_ingest_default_access_never_public(fake
     (docs / "empty-sidecar.md").write_text(HR)
     (docs / "empty-sidecar.md.acl").write_text("# nobody listed\n")
     settings = fake_container.settings
-    service = IngestService.from_settings(settings, fake_container.embedder, fake_container.store)
+    service = fake_container.ingest_service()
     assert settings.ingest.default_access == ["group:admins"]
     report = service.ingest_paths([docs])  # no flags, no map, a new document: the default, not public
     [failed] = report.failed  # an empty sidecar is refused, not read as public
@@ -287,5 +287,5 @@ def test_a_document_given_no_access_gets_ingest_default_access_never_public(fake
     staff = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"default_access": ["public"]})})
     other = tmp_path / "other.md"
     other.write_text("# Parking\n\nThe car park closes at ten in the evening.\n")
-    IngestService.from_settings(staff, fake_container.embedder, fake_container.store).ingest_paths([other])
+    build_ingest_service(staff, embedder=fake_container.embedder, store=fake_container.store).ingest_paths([other])
     assert service.registry.document(document_id(other.resolve())).acl == ["public"]  # as `make serve` sets it
