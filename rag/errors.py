@@ -65,6 +65,13 @@ class StoreUnavailableError(StoreError):
     retry_after = None
 
 
+class IndexFileError(StoreError):
+    """A saved search index is missing, damaged or older than the store: rebuild it from Chroma's records."""
+
+    code = "index_file_invalid"
+    title = "Saved search index unusable"
+
+
 class EngineStoppedError(RagError):
     code = "engine_stopped"
     status = 503

@@ -1,6 +1,7 @@
-"""What retrieval asks of a store and of a reranker, and nothing more: the retriever, the document preview and the
-container use these, never a store's or a reranker's insides. ``ChromaStore`` (rag.store) and
-``CrossEncoderReranker`` (rag.rerank) implement them; tests/contracts runs each implementation through one suite.
+"""What retrieval asks of a store and of a reranker, and what a store asks of its dense search index, and nothing
+more: the retriever, the document preview and the container use these, never a store's or a reranker's insides.
+``ChromaStore`` (rag.store), ``CrossEncoderReranker`` (rag.rerank) and ``ExactIndex`` (rag.vector_index) implement
+them; tests/contracts runs each implementation through one suite.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
     from rag.registry import DocumentRecord
@@ -82,4 +85,45 @@ class Reranker(Protocol):
 
     def rerank(self, query: str, chunks: Sequence[RetrievedChunk]) -> list[RetrievedChunk]:
         """The chunks worth keeping, best first, each with its ``rerank`` score."""
+        ...
+
+
+class SearchIndex(Protocol):
+    """The dense leg's nearest-neighbour search over chunk vectors, each tagged with its document. Chroma stays the
+    durable store; an index is rebuilt from it, or loaded from its own saved copy. The access filter is applied
+    inside the search, before the top-k: a very selective ``allowed_docs`` still finds the permitted chunk, and no
+    chunk of another document ever comes back. Exact or approximate; the store sees only this."""
+
+    def __len__(self) -> int:
+        """Chunks held."""
+        ...
+
+    def add(self, ids: Sequence[str], doc_ids: Sequence[str], vectors: Sequence[Sequence[float]]) -> None:
+        """Add chunks, or replace the vector and document of ids already held. ValueError on a wrong dimension."""
+        ...
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Drop these chunks (unknown ids ignored); none of them is returned by a search after this."""
+        ...
+
+    def search(
+        self, query: Sequence[float], top_k: int, allowed_docs: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, cosine) of the ``top_k`` nearest chunks of ``allowed_docs`` (None: all; empty: none), best
+        first."""
+        ...
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The held vectors of these chunks at unit length (unknown ids left out)."""
+        ...
+
+    def save(self, path: Path, version: int = 0) -> None:
+        """Write the index under the directory ``path``, atomically: a crash leaves the previous copy or the new
+        one. ``version`` is the store's ``vectors_version`` the index reflects."""
+        ...
+
+    def load(self, path: Path, version: int | None = None) -> int:
+        """Replace the contents with the copy saved under ``path``; the version it was saved at. IndexFileError
+        (and the contents unchanged) when it is missing, damaged, of another kind or format, or saved at another
+        ``version`` than the one given."""
         ...

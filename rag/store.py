@@ -7,7 +7,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +15,13 @@ from rag.docstore import DocStore, DocumentRecord
 from rag.errors import ConfigError, StoreError
 from rag.locking import hold_store, release_store
 from rag.schemas import ChunkRecord, RetrievedChunk, SearchFilters
-from rag.vector_index import DenseIndex
+from rag.vector_index import ExactIndex
 
 if TYPE_CHECKING:
     import numpy as np
 
     from rag.embedding import Embedder
+    from rag.seams import SearchIndex
 
 # Chroma refuses an add of more records than its max batch size (about 5,461 here), after the embedding
 # work is done; stay well below it.
@@ -46,10 +47,15 @@ class ChromaStore:
     With a server, each process keeps its in-memory search index in step with the others' writes through a version
     counter in the registry (``vectors_version``): a process that finds it moved on by someone else reloads the
     index before searching. Access decisions never depend on that index: they come from the registry, which every
-    process reads fresh."""
+    process reads fresh. ``new_index`` makes an empty search index (``rag.seams.SearchIndex``; exact by default)."""
 
     def __init__(
-        self, path: Path, collection: str, docstore: DocStore | None = None, server: tuple[str, int] | None = None
+        self,
+        path: Path,
+        collection: str,
+        docstore: DocStore | None = None,
+        server: tuple[str, int] | None = None,
+        new_index: Callable[[], SearchIndex] = ExactIndex,
     ) -> None:
         self.path = Path(path)
         self.collection_name = collection
@@ -60,7 +66,8 @@ class ChromaStore:
         self._holding = False
         self._seen_version: int | None = None  # vectors_version this process's index reflects
         self.docstore.shared = server is not None
-        self._index: DenseIndex | None = None
+        self._new_index = new_index
+        self._index: SearchIndex | None = None
         self._index_lock = threading.Lock()
         self._deleted = 0  # chunks deleted since the keyword index was last purged
 
@@ -115,8 +122,8 @@ class ChromaStore:
         return self._client.get_collection(self.collection_name)
 
     @property
-    def index(self) -> DenseIndex:
-        """The in-memory search index (``rag.vector_index``), loaded from Chroma's records on first use, and
+    def index(self) -> SearchIndex:
+        """The search index (``rag.seams.SearchIndex``), loaded from Chroma's records on first use, and
         again when another process has written vectors since (server mode)."""
         with self._index_lock:
             if self._index is not None and self.server is not None:
@@ -124,7 +131,7 @@ class ChromaStore:
                     self._index = None
             if self._index is None:
                 self._seen_version = self.docstore.vectors_version()
-                index = DenseIndex()
+                index = self._new_index()
                 total = self.count()
                 for offset in range(0, total, WRITE_BATCH):
                     got = self.collection.get(include=["embeddings", "metadatas"], limit=WRITE_BATCH, offset=offset)

@@ -8,18 +8,26 @@ is taken: a few milliseconds at 100,000 vectors on 2 cores, and never a post-fil
 
 Chroma stays the durable store; this index is loaded from it on first use and kept in step by ``ChromaStore``
 within the one process that holds the store (see ``rag.locking.StoreHolder``). Memory: 4 bytes per dimension
-per chunk (150 MB for 100,000 chunks of 384 dimensions).
+per chunk (150 MB for 100,000 chunks of 384 dimensions). It is one implementation of ``rag.seams.SearchIndex``;
+``save``/``load`` keep a copy in the form of ``rag.index_files``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from rag.index_files import index_file_error, load_index, save_index
 
-class DenseIndex:
+
+class ExactIndex:
+    """Every vector scored for every query: exact results, cost linear in the number of chunks."""
+
+    kind = "exact"
+
     def __init__(self, dim: int | None = None) -> None:
         self._lock = threading.RLock()
         self._dim = dim
@@ -136,3 +144,42 @@ class DenseIndex:
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         with self._lock:
             return {i: self._matrix[self._row[i]].copy() for i in ids if i in self._row}
+
+    def save(self, path: Path, version: int = 0) -> None:
+        """Save the live rows, compacted and in row order (so ties rank the same after a load)."""
+        with self._lock:  # copied under the lock, written outside it: searches wait for the copy only
+            rows = np.flatnonzero(self._doc_of[: self._size] >= 0)
+            matrix = self._matrix[rows]
+            used, doc_of = np.unique(self._doc_of[rows], return_inverse=True)
+            ids = [self._ids[r] for r in rows]
+            docs = [self._docs[d] for d in used]
+            dim = self._dim or 0
+        arrays = {"vectors": matrix, "doc_of": doc_of.astype(np.int32)}
+        save_index(path, self.kind, version, arrays, {"ids": ids, "docs": docs}, {"count": len(ids), "dim": dim})
+
+    def load(self, path: Path, version: int | None = None) -> int:
+        saved = load_index(path, self.kind, version)
+        matrix, doc_of = saved.arrays.get("vectors"), saved.arrays.get("doc_of")
+        ids, docs = saved.lists.get("ids"), saved.lists.get("docs")
+        count, dim = saved.info.get("count"), saved.info.get("dim")
+        whole = (
+            matrix is not None and doc_of is not None and ids is not None and docs is not None
+            and matrix.dtype == np.float32 and matrix.shape == (count, dim)
+            and doc_of.dtype == np.int32 and doc_of.shape == (count,) and len(ids) == count
+            and len(set(ids)) == count and len(set(docs)) == len(docs)
+            and (count == 0 or 0 <= int(doc_of.min()) <= int(doc_of.max()) < len(docs))
+        )  # fmt: skip
+        if not whole:
+            raise index_file_error(path, "does not hold one vector, one id and one document per chunk")
+        with self._lock:
+            self._dim = dim or None
+            self._matrix, self._doc_of, self._size = matrix, doc_of, count
+            self._ids = list(ids)
+            self._row = {chunk_id: row for row, chunk_id in enumerate(ids)}
+            self._docs = list(docs)
+            self._doc_pos = {doc_id: pos for pos, doc_id in enumerate(docs)}
+            self._free = []
+        return saved.version
+
+
+DenseIndex = ExactIndex  # the name before the SearchIndex seam (issue 16)
