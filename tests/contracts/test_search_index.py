@@ -286,3 +286,40 @@ def test_a_stale_saved_index_is_detected(impl, tmp_path):
 
 def test_the_old_name_is_the_exact_index():
     assert DenseIndex is ExactIndex
+
+
+def test_the_store_builds_searches_and_updates_the_index_it_is_given(tmp_path):
+    """The store reaches the dense leg through the seam only, so another implementation drops in by its factory."""
+    from rag.schemas import ChunkRecord
+    from rag.store import ChromaStore
+
+    calls: list[str] = []
+
+    class Recording(ExactIndex):
+        def add(self, ids, doc_ids, vectors):  # noqa: ANN001, ANN201
+            calls.append("add")
+            super().add(ids, doc_ids, vectors)
+
+        def remove(self, ids):  # noqa: ANN001, ANN201
+            calls.append("remove")
+            super().remove(ids)
+
+        def search(self, query, top_k, allowed_docs=None):  # noqa: ANN001, ANN201
+            calls.append("search")
+            return super().search(query, top_k, allowed_docs)
+
+    def records(doc: str, n: int) -> list[ChunkRecord]:
+        return [ChunkRecord(id=f"{doc}-{i}", text=doc, embed_text=doc, metadata={"doc_id": doc}) for i in range(n)]
+
+    corpus = Corpus.random(6, 1)
+    store = ChromaStore(tmp_path / "chroma", "seam", new_index=Recording)
+    try:
+        store.upsert(records("a", 3), corpus.vectors[:3].tolist())
+        assert calls == [] and ids_of(store.dense_search(corpus.vectors[1], 1)) == ["a-1"]
+        assert calls == ["add", "search"] and isinstance(store.index, Recording)  # loaded from Chroma, then searched
+        store.upsert(records("b", 3), corpus.vectors[3:].tolist())
+        store.delete(["a-1"])
+        assert calls[2:] == ["add", "remove"]
+        assert ids_of(store.dense_search(corpus.vectors[4], 1, ["b"])) == ["b-1"]
+    finally:
+        store.close()

@@ -4,11 +4,11 @@ import pytest
 
 from rag.retrieval import Retriever, distribution_based_score_fusion, reciprocal_rank_fusion
 from rag.settings import RetrievalSettings
-from rag.vector_index import DenseIndex
+from rag.vector_index import ExactIndex
 
 
 def test_exact_search_replace_remove_and_document_mask():
-    index = DenseIndex()
+    index = ExactIndex()
     index.add(["a", "b", "c"], ["d1", "d1", "d2"], [[1, 0], [0.6, 0.8], [0, 2]])  # normalised on the way in
     assert [cid for cid, _ in index.search([1, 0], 3)] == ["a", "b", "c"]
     assert index.search([1, 0], 1)[0] == ("a", pytest.approx(1.0))
