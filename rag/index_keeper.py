@@ -98,21 +98,23 @@ class IndexKeeper:
     def _open(self) -> None:
         current = self.registry.vectors_version()
         index = self._new_index()
+        level = logging.WARNING
         try:
             reason = self._stale(index, index.load(self.folder), current)
         except IndexFileError as exc:
             reason = f"the saved copy at {self.folder} {exc.detail.get('reason', exc)}"
+            if exc.detail.get("reason") == "is missing":
+                level = logging.INFO  # never saved: a new store, or one from before the saved index
         if reason is None:
             self.index, self.version, self.opened_from = index, current, "disk"
             return
-        log.warning("search index: %s; rebuilding it from the store's records", reason)
+        log.log(level, "search index: %s; rebuilding it from the store's records", reason)
         index = self._new_index()
         for ids, doc_ids, vectors in self._records(None):
             index.add(ids, doc_ids, vectors)
         self.index, self.version, self.opened_from = index, current, "store"
         self.rebuilds += 1
-        self._changed = True
-        self.save()
+        self.save(force=True)  # over a damaged copy of the same version too
         for marker in self._dead_markers():  # what the dead writer left in Chroma is in the rebuilt index
             marker.unlink(missing_ok=True)
 
