@@ -86,6 +86,9 @@ class IndexKeeper:
 
     def get(self) -> SearchIndex:
         """The index, opened on first use, and caught up with other processes' writes."""
+        index, version = self.index, self.version
+        if index is not None and self.registry.vectors_version() == version:
+            return index  # the common case: no lock, so searches run beside each other
         with self.lock:
             if self.index is None:
                 self._open()
