@@ -145,6 +145,16 @@ def _manifest(path: Path, kind: str) -> dict[str, Any]:
     return manifest
 
 
+def saved_version(path: Path) -> int | None:
+    """The store version the copy under ``path`` was saved at, from its manifest alone; None without one."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    return version if isinstance(version, int) else None
+
+
 def load_index(path: Path, kind: str, version: int | None = None) -> SavedIndex:
     """The copy saved under ``path``, every file checked; IndexFileError when it is missing, damaged, of another
     kind or format, or (``version`` given) saved at another store version: stale."""

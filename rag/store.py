@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.docstore import DocStore, DocumentRecord
 from rag.errors import ConfigError, StoreError
+from rag.index_keeper import IndexKeeper
 from rag.locking import hold_store, release_store
 from rag.schemas import ChunkRecord, RetrievedChunk, SearchFilters
 from rag.vector_index import ExactIndex
@@ -44,10 +44,11 @@ class ChromaStore:
     """Chunks with their embeddings, in a Chroma collection using cosine distance: embedded (a directory this
     process holds alone) or on a Chroma server (``server=(host, port)``), which several processes may share.
 
-    With a server, each process keeps its in-memory search index in step with the others' writes through a version
-    counter in the registry (``vectors_version``): a process that finds it moved on by someone else reloads the
-    index before searching. Access decisions never depend on that index: they come from the registry, which every
-    process reads fresh. ``new_index`` makes an empty search index (``rag.seams.SearchIndex``; exact by default)."""
+    The search index is saved under ``<data dir>/index/<collection>`` and kept in step with every process's writes
+    through a version counter in the registry (``vectors_version``) and its change log (``rag.index_keeper``): a
+    process that finds the version moved on applies the logged changes before searching. Access decisions never
+    depend on that index: they come from the registry, which every process reads fresh. ``new_index`` makes an
+    empty search index (``rag.seams.SearchIndex``; exact by default)."""
 
     def __init__(
         self,
@@ -64,11 +65,15 @@ class ChromaStore:
         self._collection = None
         self._client = None
         self._holding = False
-        self._seen_version: int | None = None  # vectors_version this process's index reflects
         self.docstore.shared = server is not None
-        self._new_index = new_index
-        self._index: SearchIndex | None = None
-        self._index_lock = threading.Lock()
+        self.keeper = IndexKeeper(
+            self.path.parent / "index" / collection,
+            new_index,
+            self.docstore,
+            self._records,
+            self.count,
+            check_count=server is None,  # with a server, another process may be between its write and its bump
+        )
         self._deleted = 0  # chunks deleted since the keyword index was last purged
 
     def hold(self) -> None:
@@ -123,27 +128,29 @@ class ChromaStore:
 
     @property
     def index(self) -> SearchIndex:
-        """The search index (``rag.seams.SearchIndex``), loaded from Chroma's records on first use, and
-        again when another process has written vectors since (server mode)."""
-        with self._index_lock:
-            if self._index is not None and self.server is not None:
-                if self.docstore.vectors_version() != self._seen_version:
-                    self._index = None
-            if self._index is None:
-                self._seen_version = self.docstore.vectors_version()
-                index = self._new_index()
-                total = self.count()
-                for offset in range(0, total, WRITE_BATCH):
-                    got = self.collection.get(include=["embeddings", "metadatas"], limit=WRITE_BATCH, offset=offset)
-                    doc_ids = [str((m or {}).get("doc_id", "")) for m in got["metadatas"]]
-                    index.add(got["ids"], doc_ids, got["embeddings"])
-                self._index = index
-            return self._index
+        """The search index (``rag.seams.SearchIndex``): its saved copy or Chroma's records on first use, then
+        caught up with other processes' writes from the registry's change log."""
+        return self.keeper.get()
+
+    def _records(self, ids: Sequence[str] | None) -> Iterator[tuple[list[str], list[str], Any]]:
+        """(ids, doc ids, vectors) of every record (``ids`` None) or of the given ids, in batches."""
+        if ids is None:
+            batches = ({"limit": WRITE_BATCH, "offset": offset} for offset in range(0, self.count(), WRITE_BATCH))
+        else:
+            batches = ({"ids": list(ids[start : start + WRITE_BATCH])} for start in range(0, len(ids), WRITE_BATCH))
+        for batch in batches:
+            got = self.collection.get(include=["embeddings", "metadatas"], **batch)
+            if got["ids"]:
+                yield got["ids"], [str((m or {}).get("doc_id", "")) for m in got["metadatas"]], got["embeddings"]
+
+    def save_index(self) -> None:
+        """Save the search index now, if it is loaded (it is otherwise saved every few writes and at close)."""
+        self.keeper.save(force=True)
 
     def close(self) -> None:
         """Let go of the Chroma directory and the text store, so that another process may open them (closing
         the last connection also folds the text store's write-ahead log into its file). Reopens on next use."""
-        self._index = None
+        self.keeper.close()
         client, self._client, self._collection = self._client, None, None
         try:
             if client is not None:
@@ -175,25 +182,22 @@ class ChromaStore:
     def upsert(self, records: Sequence[ChunkRecord], embeddings: Sequence[Sequence[float]]) -> None:
         """Texts first, then vectors: a chunk Chroma can find always has its text."""
         self.docstore.put_chunks([(r.id, str(r.metadata["doc_id"]), r.text, r.embed_text) for r in records])
-        for start in range(0, len(records), WRITE_BATCH):
-            batch = records[start : start + WRITE_BATCH]
-            self.collection.upsert(
-                ids=[r.id for r in batch],
-                metadatas=[r.metadata for r in batch],
-                embeddings=[list(e) for e in embeddings[start : start + WRITE_BATCH]],
-            )
-        if self._index is not None:
-            self._index.add([r.id for r in records], [str(r.metadata["doc_id"]) for r in records], embeddings)
-        self._wrote_vectors()
+        with self.keeper.writing():
+            for start in range(0, len(records), WRITE_BATCH):
+                batch = records[start : start + WRITE_BATCH]
+                self.collection.upsert(
+                    ids=[r.id for r in batch],
+                    metadatas=[r.metadata for r in batch],
+                    embeddings=[list(e) for e in embeddings[start : start + WRITE_BATCH]],
+                )
+            if (index := self.keeper.index) is not None:
+                index.add([r.id for r in records], [str(r.metadata["doc_id"]) for r in records], embeddings)
+            self._wrote_vectors(added=[r.id for r in records])
 
-    def _wrote_vectors(self) -> None:
-        """Count this write in the shared version; if another process wrote too, reload the index on next use."""
-        previous, now = self.docstore.bump_vectors_version()
-        with self._index_lock:
-            if self._seen_version == previous:
-                self._seen_version = now
-            else:
-                self._index = None
+    def _wrote_vectors(self, added: Sequence[str] = (), removed: Sequence[str] = ()) -> None:
+        """Count this write in the shared version and its change log (other processes catch up from it)."""
+        previous, now = self.docstore.bump_vectors_version(added, removed)
+        self.keeper.wrote(previous, now)
 
     def update_metadata(self, records: Sequence[ChunkRecord]) -> None:
         for start in range(0, len(records), WRITE_BATCH):
@@ -237,7 +241,7 @@ class ChromaStore:
     def reindex(self, ids: Sequence[str]) -> None:
         """Write these chunks' vectors again from Chroma's own records (delete, then add)."""
         ids = list(ids)
-        for start in range(0, len(ids), WRITE_BATCH):
+        for start in range(0, len(ids), WRITE_BATCH):  # the same vectors again: the search index is unchanged
             batch = self.collection.get(ids=ids[start : start + WRITE_BATCH], include=["embeddings", "metadatas"])
             self.collection.delete(ids=batch["ids"])
             self.collection.add(
@@ -249,18 +253,19 @@ class ChromaStore:
         overwritten with a blank one: Chroma's vector segment only marks a deleted vector, and its file would
         keep the values (``purge_deleted`` then clears the log and the freed pages)."""
         ids = list(ids)
-        if self._index is not None:
-            self._index.remove(ids)  # first: a query never returns a chunk that is on its way out
-        for start in range(0, len(ids), WRITE_BATCH):
-            batch = ids[start : start + WRITE_BATCH]
-            present = self.collection.get(ids=batch, include=["embeddings"])
-            if present["ids"]:
-                blank = [1.0] + [0.0] * (len(present["embeddings"][0]) - 1)  # a unit vector: cosine needs a norm
-                self.collection.update(ids=present["ids"], embeddings=[blank] * len(present["ids"]))
-            self.collection.delete(ids=batch)
-        self.docstore.delete_chunks(ids)
-        self._deleted += len(ids)
-        self._wrote_vectors()
+        with self.keeper.writing():
+            if (index := self.keeper.index) is not None:
+                index.remove(ids)  # first: a query never returns a chunk that is on its way out
+            for start in range(0, len(ids), WRITE_BATCH):
+                batch = ids[start : start + WRITE_BATCH]
+                present = self.collection.get(ids=batch, include=["embeddings"])
+                if present["ids"]:
+                    blank = [1.0] + [0.0] * (len(present["embeddings"][0]) - 1)  # a unit vector: cosine needs a norm
+                    self.collection.update(ids=present["ids"], embeddings=[blank] * len(present["ids"]))
+                self.collection.delete(ids=batch)
+            self.docstore.delete_chunks(ids)
+            self._deleted += len(ids)
+            self._wrote_vectors(removed=ids)
 
     def purge_deleted(self) -> None:
         """After deletions, leave no deleted chunk's words, metadata or vector on disk: rewrite the keyword index
@@ -271,6 +276,7 @@ class ChromaStore:
             self._scrub_unused_capacity()  # every run: a resize during this run's adds wrote new spare room
         if not self._deleted:
             return
+        self.keeper.forget_deleted()  # before the text store's log is truncated: it held the change log's rows
         self.docstore.purge_deleted_words()
         self.collection.delete(ids=[LOG_MARKER])
         if self.server is None:
@@ -303,7 +309,7 @@ class ChromaStore:
     def _vacuum_chroma(self) -> None:
         """SQLite's VACUUM on Chroma's file, as `chroma vacuum` does, while the client stays open: VACUUM takes
         the file's write lock and Chroma's connections wait for it (a search meanwhile is slower, not wrong)."""
-        with self._index_lock:  # no search index reload reads Chroma while the file is rewritten
+        with self.keeper.lock:  # no search index reload reads Chroma while the file is rewritten
             conn = sqlite3.connect(self.path / "chroma.sqlite3", timeout=30, isolation_level=None)
             try:
                 for attempt in range(50):

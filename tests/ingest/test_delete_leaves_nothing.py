@@ -1,6 +1,7 @@
 """A deleted document leaves nothing under the data dir: no text, title, heading, path, ACL token or vector, in
-any file, through every way of deleting (the ingest service, a prune, the CLI, the admin API on a running server),
-while the store is still open and after it closes. Real chromadb on disk; the bytes of every file are searched."""
+any file (the saved search index and the registry's change log included), through every way of deleting (the
+ingest service, a prune, the CLI, the admin API on a running server), while the store is still open and after it
+closes. Real chromadb on disk; the bytes of every file are searched."""
 
 from __future__ import annotations
 
@@ -140,8 +141,15 @@ def ingest(settings: Settings, folder: Path) -> tuple[IngestService, Traces]:
     service.ingest_paths([folder / "policy.md"], acl=["public"])
     vectors = store.collection.get(where={"doc_id": document_id(path)}, include=["embeddings"])["embeddings"]
     traces = Traces(settings.data_dir, path, [list(v) for v in vectors])
+    store.load_index()
+    store.save_index()  # the saved search index (data/index/) and the change log hold its ids and vectors too
     before = traces.found()
     assert set(before) == set(traces.needles) | {"vector"}, before  # every kind is on disk, so each check can fail
+    saved = f"index/{settings.collection}/"
+    assert any(name.startswith(saved) for name in before["vector"]) and any(
+        name.startswith(saved) for name in before["doc id"]
+    ), before
+    assert store.docstore.vector_changes(0, store.docstore.vectors_version())  # the change log names its chunks
     return service, traces
 
 
