@@ -38,14 +38,20 @@ DIM = 384
 CHUNKS_PER_DOC = 20
 K = 10
 SELECTIVITIES = (2, 10, 100, 1000)  # a caller sees 1/s of the documents
+RANK = 24  # directions of variation per topic (manifold data)
 
 
 # ----------------------------------------------------------------------------------------------- data
 
 
-def generate(n: int, seed: int, cache: Path) -> Path:
-    """Write vectors, document offsets, queries and exact filtered ground truth under cache/n<seed>; reuse them."""
-    folder = cache / f"n{n}_s{seed}"
+def generate(n: int, seed: int, cache: Path, data: str = "manifold") -> Path:
+    """Write vectors, queries and exact filtered ground truth under the cache folder once; reuse them.
+
+    ``manifold`` (default): each topic's chunks vary along 24 topic-specific directions plus a little isotropic
+    noise, as sentence embeddings lie near low-dimensional manifolds. ``isotropic``: the variation is full
+    384-dimension noise, so that within a topic all neighbours are near ties: a harsh, pessimistic case.
+    """
+    folder = cache / f"n{n}_s{seed}_{data}"
     if (folder / "done").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,32 +59,43 @@ def generate(n: int, seed: int, cache: Path) -> Path:
     n_docs = n // CHUNKS_PER_DOC
     n_topics = max(100, min(4000, n // 250))
     offset = rng.standard_normal(DIM).astype(np.float32)
-    offset *= 0.45 / np.linalg.norm(offset)
+    offset *= 0.45 / np.linalg.norm(offset)  # embeddings share a common direction (anisotropy)
     topics = rng.standard_normal((n_topics, DIM), dtype=np.float32)
     topics /= np.linalg.norm(topics, axis=1, keepdims=True)
     spread = rng.uniform(0.35, 1.0, n_topics).astype(np.float32)  # some topics tight, some diffuse
     doc_topic = rng.zipf(1.3, n_docs) % n_topics  # a few big topics, a long tail
+    bases = None
+    if data == "manifold":
+        bases = rng.standard_normal((n_topics, RANK, DIM), dtype=np.float32)
+        bases /= np.linalg.norm(bases, axis=2, keepdims=True)
+
+    def variation(t: np.ndarray, m: int) -> np.ndarray:
+        """m deviations per topic in t, of norm about 1."""
+        if bases is None:
+            return _noise(rng, len(t) * m).reshape(len(t), m, DIM)
+        coef = rng.standard_normal((len(t), m, RANK), dtype=np.float32) / math.sqrt(RANK)
+        return np.einsum("dcr,drk->dck", coef, bases[t]) + 0.15 * _noise(rng, len(t) * m).reshape(len(t), m, DIM)
+
     vectors = np.lib.format.open_memmap(folder / "x.npy", mode="w+", dtype=np.float32, shape=(n, DIM))
     step = 50_000 // CHUNKS_PER_DOC
     for d0 in range(0, n_docs, step):
         docs = np.arange(d0, min(n_docs, d0 + step))
         t = doc_topic[docs]
-        centre = topics[t] + (0.5 * spread[t])[:, None] * _noise(rng, len(docs))
-        rows = np.repeat(centre, CHUNKS_PER_DOC, axis=0)
-        rows += np.repeat(spread[t], CHUNKS_PER_DOC)[:, None] * _noise(rng, len(rows))
-        rows += offset
+        centre = topics[t] + (0.5 * spread[t])[:, None] * variation(t, 1)[:, 0]
+        rows = centre[:, None, :] + spread[t][:, None, None] * variation(t, CHUNKS_PER_DOC) + offset
+        rows = rows.reshape(-1, DIM)
         rows /= np.linalg.norm(rows, axis=1, keepdims=True)
         vectors[d0 * CHUNKS_PER_DOC : (d0 + len(docs)) * CHUNKS_PER_DOC] = rows
     vectors.flush()
     doc_perm = rng.permutation(n_docs)
-    np.save(folder / "doc_perm.npy", doc_perm)
     for s in SELECTIVITIES:
         allowed_docs = np.sort(doc_perm[: max(1, n_docs // s)])
         rows = _rows_of(allowed_docs)
         n_q = 400
         half = n_q // 2
         base = np.concatenate([rng.choice(rows, half), rng.integers(0, n, n_q - half)])
-        q = vectors[base] + rng.uniform(0.4, 0.9, (n_q, 1)).astype(np.float32) * _noise(rng, n_q)
+        amount = rng.uniform(0.4, 0.9, (n_q, 1)).astype(np.float32)
+        q = vectors[base] + amount * variation(doc_topic[base // CHUNKS_PER_DOC], 1)[:, 0]
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         np.save(folder / f"q_{s}.npy", q.astype(np.float32))
         np.save(folder / f"docs_{s}.npy", allowed_docs)
@@ -199,7 +216,7 @@ class FaissBase(Candidate):
 
 
 class FaissHNSW(FaissBase):
-    params = (64, 128, 256, 512)
+    params = (64, 128, 256, 512, 1024)
     param_name = "efSearch"
     storage = "flat"
 
@@ -237,7 +254,7 @@ class FaissHNSWFP16(FaissHNSW):
 
 
 class FaissIVF(FaissBase):
-    params = (16, 32, 64, 128)
+    params = (16, 32, 64, 128, 256)
     param_name = "nprobe"
     factory = "Flat"
 
@@ -518,13 +535,14 @@ def main() -> None:
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--threads", type=int, default=2, help="build threads; search always uses one")
     ap.add_argument("--seed", type=int, default=16)
+    ap.add_argument("--data", choices=("manifold", "isotropic"), default="manifold")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/bench_scale_cache"))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per candidate process")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--worker", choices=("build", "load"), help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    folder = args.cache / f"n{args.n}_s{args.seed}"
+    folder = args.cache / f"n{args.n}_s{args.seed}_{args.data}"
     index_dir = args.cache / "indexes"
     if args.worker == "build":
         print(json.dumps(worker_build(args.name, folder, args.n, args.queries, args.threads, index_dir)))
@@ -534,10 +552,11 @@ def main() -> None:
         return
     index_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    generate(args.n, args.seed, args.cache)
+    generate(args.n, args.seed, args.cache, args.data)
     print(f"data and ground truth: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     results = []
-    common = ["--n", str(args.n), "--queries", str(args.queries), "--seed", str(args.seed), "--cache", str(args.cache)]
+    common = ["--n", str(args.n), "--queries", str(args.queries), "--seed", str(args.seed), "--data", args.data]
+    common += ["--cache", str(args.cache)]
     for name in args.candidates.split(","):
         print(f"== {name}", file=sys.stderr, flush=True)
         r = _child(["--worker", "build", "--name", name, "--threads", str(args.threads), *common], 1, args.timeout)
@@ -564,6 +583,7 @@ def _write(args, results) -> None:
         "build_threads": args.threads,
         "search_threads": 1,
         "seed": args.seed,
+        "data": args.data,
         "cpu_count": os.cpu_count(),
         "loadavg_at_write": os.getloadavg(),
         "python": platform.python_version(),
