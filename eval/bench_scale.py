@@ -208,6 +208,25 @@ class FaissBase(Candidate):
         bits = _bitmap(rows, n)
         return faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)), bits  # keep bits alive
 
+    def _add_all(self, x):
+        import faiss
+
+        for r0 in range(0, len(x), 200_000):
+            self.index.add(np.ascontiguousarray(x[r0 : r0 + 200_000]))
+        faiss.omp_set_num_threads(1)
+
+    search_params = ""  # the faiss SearchParameters class; its knob is named by param_name
+
+    def _params(self, sel, param):
+        import faiss
+
+        return getattr(faiss, self.search_params)(sel=sel, **{self.param_name: param})
+
+    def search(self, q, rows, n, param):
+        sel, _bits = self._selector(rows, n)
+        _, ids = self.index.search(q[None, :], K, params=self._params(sel, param))
+        return ids[0][ids[0] >= 0]
+
     def save(self, path):
         import faiss
 
@@ -229,6 +248,7 @@ class FaissBase(Candidate):
 class FaissHNSW(FaissBase):
     params = (64, 128, 256, 512, 1024)
     param_name = "efSearch"
+    search_params = "SearchParametersHNSW"
     storage = "flat"
 
     def build(self, x):
@@ -243,17 +263,7 @@ class FaissHNSW(FaissBase):
             self.index = faiss.IndexHNSWSQ(DIM, qt, m, faiss.METRIC_INNER_PRODUCT)
             self.index.train(np.ascontiguousarray(x[:: max(1, len(x) // 100_000)]))
         self.index.hnsw.efConstruction = 80
-        for r0 in range(0, len(x), 200_000):
-            self.index.add(np.ascontiguousarray(x[r0 : r0 + 200_000]))
-        faiss.omp_set_num_threads(1)
-
-    def search(self, q, rows, n, param):
-        import faiss
-
-        sel, _bits = self._selector(rows, n)
-        p = faiss.SearchParametersHNSW(sel=sel, efSearch=param)
-        _, ids = self.index.search(q[None, :], K, params=p)
-        return ids[0][ids[0] >= 0]
+        self._add_all(x)
 
 
 class FaissHNSWSQ8(FaissHNSW):
@@ -267,6 +277,7 @@ class FaissHNSWFP16(FaissHNSW):
 class FaissIVF(FaissBase):
     params = (16, 32, 64, 128, 256)
     param_name = "nprobe"
+    search_params = "SearchParametersIVF"
     factory = "Flat"
 
     def build(self, x):
@@ -286,17 +297,7 @@ class FaissIVF(FaissBase):
         sample = np.ascontiguousarray(x[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)])
         self.index.train(sample)
         self._quantizer = quantizer
-        for r0 in range(0, n, 200_000):
-            self.index.add(np.ascontiguousarray(x[r0 : r0 + 200_000]))
-        faiss.omp_set_num_threads(1)
-
-    def search(self, q, rows, n, param):
-        import faiss
-
-        sel, _bits = self._selector(rows, n)
-        p = faiss.SearchParametersIVF(sel=sel, nprobe=param)
-        _, ids = self.index.search(q[None, :], K, params=p)
-        return ids[0][ids[0] >= 0]
+        self._add_all(x)
 
 
 class FaissIVFSQ8(FaissIVF):
