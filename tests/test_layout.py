@@ -17,6 +17,7 @@ MAX_SERVING_FUNCTION_LINES = 50
 LONG_FILES = {
     "eval/report.py": "a report: one HTML and Markdown template per section of the eval report, read top to bottom",
     "eval/bench_ingest.py": "a benchmark script: each measured scenario set up, run and printed in one place",
+    "eval/bench_scale.py": "a benchmark script: each filtered-ANN candidate built, measured and printed in one place",
 }
 SEAMS = ("engine", "store", "reranker")  # attributes named so hold a GenerationEngine, a Store or a Reranker
 
