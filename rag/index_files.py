@@ -2,11 +2,12 @@
 directory, and a manifest naming each file with its size and SHA-256 digest, the index kind, the format and the
 store's ``vectors_version`` the index reflects.
 
-Why this form: ``.npy`` files load without pickle, so a damaged or edited file cannot run code. Each save writes
-its files under fresh names, then replaces the manifest atomically, then drops the files the old manifest named:
-a crash at any moment leaves the old copy or the new one whole. A torn, truncated or edited file fails its size or
-digest on load, and the caller rebuilds from Chroma instead of searching wrong rows. One process saves at a time
-(the one holding the store); the files are owner-only, like the store's.
+Why this form: ``.npy`` files load without pickle, so a damaged or edited file cannot run code. A library's own
+index file (a "blob", ``.bin``) is checked the same way and handed back by path, so the library can map it.
+Each save writes its files under fresh names, then replaces the manifest atomically, then drops the files the old
+manifest named: a crash at any moment leaves the old copy or the new one whole. A torn, truncated or edited file
+fails its size or digest on load, and the caller rebuilds from Chroma instead of searching wrong rows. One process
+saves at a time (the one holding the store); the files are owner-only, like the store's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rag.errors import IndexFileError
 FORMAT = "rag-search-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-_DATA_FILE = re.compile(r"^[a-z_]+-[0-9a-f]{12}\.(npy|json)$")
+_DATA_FILE = re.compile(r"^[a-z_]+-[0-9a-f]{12}\.(npy|json|bin)$")
 _READ_BLOCK = 1 << 20
 
 
@@ -38,6 +39,7 @@ class SavedIndex:
     arrays: dict[str, np.ndarray]
     lists: dict[str, list[str]]
     info: dict[str, Any]  # the kind's own manifest fields (sizes, settings)
+    blobs: dict[str, Path] = field(default_factory=dict)  # checked library files, opened by the caller
 
 
 class _Digesting:
@@ -77,8 +79,10 @@ def save_index(
     arrays: Mapping[str, np.ndarray],
     lists: Mapping[str, Sequence[str]],
     info: Mapping[str, Any],
+    blobs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a new copy of an index under the directory ``path`` and make it the current one."""
+    """Write a new copy of an index under the directory ``path`` and make it the current one. ``blobs``: raw
+    bytes (any buffer) written as they are, for a library that reads its own file format."""
     path = Path(path)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_hex(6)
@@ -89,6 +93,8 @@ def save_index(
         files[name] = _write_new(
             path / f"{name}-{token}.json", lambda f, i=items: f.write(json.dumps(list(i)).encode())
         )
+    for name, data in (blobs or {}).items():
+        files[name] = _write_new(path / f"{name}-{token}.bin", lambda f, d=data: f.write(memoryview(d).cast("B")))
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "version": int(version)}
     manifest |= {"info": dict(info), "files": files}
     staged = path / f"{MANIFEST}.{token}.tmp"
@@ -166,8 +172,12 @@ def load_index(path: Path, kind: str, version: int | None = None) -> SavedIndex:
         )
     arrays: dict[str, np.ndarray] = {}
     lists: dict[str, list[str]] = {}
+    blobs: dict[str, Path] = {}
     for name, entry in manifest["files"].items():
         target = _checked(path, entry)
+        if target.suffix == ".bin":
+            blobs[name] = target
+            continue
         try:
             if target.suffix == ".npy":
                 arrays[name] = np.load(target, allow_pickle=False)
@@ -177,4 +187,4 @@ def load_index(path: Path, kind: str, version: int | None = None) -> SavedIndex:
             raise index_file_error(path, f"has an unreadable file ({target.name}: {exc})") from exc
         if name in lists and not (isinstance(lists[name], list) and all(isinstance(s, str) for s in lists[name])):
             raise index_file_error(path, f"has a list file that is not a list of strings ({target.name})")
-    return SavedIndex(manifest["version"], arrays, lists, dict(manifest.get("info") or {}))
+    return SavedIndex(manifest["version"], arrays, lists, dict(manifest.get("info") or {}), blobs)

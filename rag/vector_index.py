@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.index_files import index_file_error, load_index, save_index
+from rag.index_files import SavedIndex, index_file_error, load_index, save_index
 
 
 class ExactIndex:
@@ -145,20 +145,29 @@ class ExactIndex:
         with self._lock:
             return {i: self._matrix[self._row[i]].copy() for i in ids if i in self._row}
 
-    def save(self, path: Path, version: int = 0) -> None:
-        """Save the live rows, compacted and in row order (so ties rank the same after a load)."""
-        with self._lock:  # copied under the lock, written outside it: searches wait for the copy only
-            rows = np.flatnonzero(self._doc_of[: self._size] >= 0)
-            matrix = self._matrix[rows]
-            used, doc_of = np.unique(self._doc_of[rows], return_inverse=True)
-            ids = [self._ids[r] for r in rows]
-            docs = [self._docs[d] for d in used]
-            dim = self._dim or 0
+    def snapshot(self) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, list[str]], dict[str, int]]:
+        """The live rows, compacted and in row order (so ties rank the same after a load), as ``save`` writes
+        them: (the rows they came from, arrays, lists, info). The caller holds the lock."""
+        rows = np.flatnonzero(self._doc_of[: self._size] >= 0)
+        matrix = self._matrix[rows]
+        used, doc_of = np.unique(self._doc_of[rows], return_inverse=True)
+        ids = [self._ids[r] for r in rows]
+        docs = [self._docs[d] for d in used]
         arrays = {"vectors": matrix, "doc_of": doc_of.astype(np.int32)}
-        save_index(path, self.kind, version, arrays, {"ids": ids, "docs": docs}, {"count": len(ids), "dim": dim})
+        return rows, arrays, {"ids": ids, "docs": docs}, {"count": len(ids), "dim": self._dim or 0}  # type: ignore[dict-item]
+
+    def save(self, path: Path, version: int = 0) -> None:
+        with self._lock:  # copied under the lock, written outside it: searches wait for the copy only
+            _, arrays, lists, info = self.snapshot()
+        save_index(path, self.kind, version, arrays, lists, info)
 
     def load(self, path: Path, version: int | None = None) -> int:
         saved = load_index(path, self.kind, version)
+        self.restore(saved, path)
+        return saved.version
+
+    def restore(self, saved: SavedIndex, path: Path) -> None:
+        """Take the rows of a loaded copy, once they hang together (IndexFileError, unchanged, otherwise)."""
         matrix, doc_of = saved.arrays.get("vectors"), saved.arrays.get("doc_of")
         ids, docs = saved.lists.get("ids"), saved.lists.get("docs")
         count, dim = saved.info.get("count"), saved.info.get("dim")
@@ -179,7 +188,6 @@ class ExactIndex:
             self._docs = list(docs)
             self._doc_pos = {doc_id: pos for pos, doc_id in enumerate(docs)}
             self._free = []
-        return saved.version
 
 
 DenseIndex = ExactIndex  # the name before the SearchIndex seam (issue 16)
