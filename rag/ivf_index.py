@@ -182,8 +182,8 @@ class IvfIndex(ExactIndex):
             blobs = {}
             if self._ann is not None:
                 pending = rows[self._row_labels()[rows] < 0]
-                if pending.size and self._mapped:  # a mapped index takes no adds: an owned copy does
-                    self._ann, self._mapped = faiss.clone_index(self._ann), False
+                if pending.size and self._mapped:  # a mapped index takes no adds (nor does its clone_index)
+                    self._ann, self._mapped = faiss.deserialize_index(faiss.serialize_index(self._ann)), False
                     self._index_rows(pending)
                 saved_row = np.full(self._size, -1, dtype=np.int64)
                 saved_row[rows] = np.arange(rows.size)
