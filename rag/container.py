@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 from rag.answering import AnswerService
 from rag.embedding import Embedder, SentenceTransformerEmbedder
 from rag.generation import GenerationEngine, TransformersEngine
+from rag.ivf_index import IvfIndex
 from rag.rerank import CrossEncoderReranker
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import ChromaStore
+from rag.vector_index import ExactIndex
 
 if TYPE_CHECKING:  # the types only: rag/ imports no other package at run time (see ingest_service)
     from ingest.jobs import JobManager
@@ -71,7 +73,8 @@ def build_engine(settings: Settings) -> GenerationEngine:
 def build_store(settings: Settings) -> ChromaStore:
     chroma = settings.chroma
     server = (chroma.host, chroma.port) if chroma.mode == "server" else None
-    return ChromaStore(settings.data_dir / "chroma", settings.collection, server=server)
+    new_index = IvfIndex if settings.retrieval.dense_index == "ivf" else ExactIndex  # faiss loads on first training
+    return ChromaStore(settings.data_dir / "chroma", settings.collection, server=server, new_index=new_index)
 
 
 def build_ingest_service(

@@ -189,6 +189,13 @@ class RetrievalSettings(Section):
     min_score: float = Field(
         0.2, ge=-1.0, le=1.0, description="Cosine similarity below which a chunk counts as not relevant."
     )
+    dense_index: Literal["exact", "ivf"] = Field(
+        "exact",
+        description=(
+            "The dense leg's index: exact (every vector scored) or ivf (faiss IVF-Flat with the access filter inside "
+            "the search, for large stores; exact below 200,000 chunks or 20,000 permitted chunks). See rag.ivf_index."
+        ),
+    )
 
 
 class PromptSettings(Section):

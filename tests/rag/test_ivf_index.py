@@ -60,3 +60,18 @@ def test_a_loaded_copy_is_mapped_and_takes_writes_beside_it_until_the_next_save(
     assert again.load(tmp_path / "b") == 2 and again._mapped
     assert again.search(target, 1)[0][0] == "new" and len(again) == 1501
     assert (again._row_label[: again._size] >= 0).all()  # nothing pending after that save
+
+
+def test_the_setting_chooses_the_store_s_index(tmp_path):
+    from rag.container import build_store
+    from rag.settings import Settings
+    from rag.vector_index import ExactIndex
+
+    for choice, kind in (("exact", ExactIndex), ("ivf", IvfIndex)):
+        settings = Settings(data_dir=tmp_path / choice, retrieval={"dense_index": choice})
+        store = build_store(settings)
+        try:
+            assert store.keeper._new_index is kind
+        finally:
+            store.close()
+    assert Settings(data_dir=tmp_path).retrieval.dense_index == "exact"
