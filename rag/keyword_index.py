@@ -169,8 +169,7 @@ class KeywordIndex(DocumentRegistry):
         words = fts_terms(query)
         if not words:
             return []
-        where, params = self._visible(tokens, filters)
-        visible = f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where})"
+        visible, params = self._visible_chunks(tokens, filters)
         hits: dict[str, list[tuple[str, int, int]]] = {}
         with self._reader() as conn:
             total, mean_length = self._visible_stats(conn, visible, params, tokens, filters)
@@ -207,6 +206,11 @@ class KeywordIndex(DocumentRegistry):
                 scores[chunk_id] = scores.get(chunk_id, 0.0) + idf * tf * (BM25_K1 + 1) / (tf + norm)
         best = heapq.nlargest(top_k, scores.items(), key=lambda item: (item[1], item[0]))
         return [(chunk_id, score) for chunk_id, score in best]
+
+    def _visible_chunks(self, tokens: Iterable[str], filters: SearchFilters | None) -> tuple[str, list]:
+        """SQL over ``chunks c``: the chunk belongs to a document the caller may see (``_visible``), with its params."""
+        where, params = self._visible(tokens, filters)
+        return f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where})", params
 
     @staticmethod
     def _visible_count(conn: sqlite3.Connection, word: str, visible: str, params: list, cap: int | None = None) -> int:
@@ -250,10 +254,10 @@ class KeywordIndex(DocumentRegistry):
         folded = ["".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c)) for w in words]
         if not folded:
             return []
-        where, params = self._visible(tokens, filters)
+        visible, params = self._visible_chunks(tokens, filters)
         sql = (
             "SELECT c.text FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ? AND "
-            f"EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND {where}) LIMIT ?"
+            f"{visible} LIMIT ?"
         )
         match = '"' + " ".join(folded).replace('"', "") + '"'
         with self._reader() as conn:

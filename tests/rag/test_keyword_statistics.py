@@ -29,13 +29,18 @@ def registry(path: Path, with_hidden: bool) -> DocStore:
     if with_hidden:
         docs.append(("merger", HIDDEN, ["group:board"]))
     for doc_id, text, acl in docs:
-        store.begin(doc_id, f"/docs/{doc_id}.md", acl)
-        store.put_chunks([(f"{doc_id}-0", doc_id, text, text)])
-        store.commit(
-            doc_id, path=f"/docs/{doc_id}.md", title=doc_id, doc_type="md", content_hash=doc_id, size_bytes=1,
-            chunk_count=1, acl=acl,
-        )  # fmt: skip
+        add_document(store, doc_id, text, acl)
     return store
+
+
+def add_document(store: DocStore, doc_id: str, text: str, acl: list[str]) -> None:
+    """One document of one chunk, committed to the registry and the keyword index."""
+    store.begin(doc_id, f"/docs/{doc_id}.md", acl)
+    store.put_chunks([(f"{doc_id}-0", doc_id, text, text)])
+    store.commit(
+        doc_id, path=f"/docs/{doc_id}.md", title=doc_id, doc_type="md", content_hash=doc_id, size_bytes=1,
+        chunk_count=1, acl=acl,
+    )  # fmt: skip
 
 
 def test_keyword_scores_do_not_depend_on_hidden_documents(tmp_path: Path):
@@ -84,12 +89,7 @@ def test_counting_common_words_only_up_to_the_limit_changes_no_result(tmp_path: 
     for n in range(60):
         doc_id, acl = f"d{n}", ["public"] if n % 3 else ["group:board"]
         text = " ".join(w for i, w in enumerate(words) if n % (i + 2) == 0 or i == n % 5) + f" item{n}"
-        store.begin(doc_id, f"/docs/{doc_id}.md", acl)
-        store.put_chunks([(f"{doc_id}-0", doc_id, text, text)])
-        store.commit(
-            doc_id, path=f"/docs/{doc_id}.md", title=doc_id, doc_type="md", content_hash=doc_id, size_bytes=1,
-            chunk_count=1, acl=acl,
-        )  # fmt: skip
+        add_document(store, doc_id, text, acl)
     queries = ["portal leave item7", "portal leave travel", "audit kitchen", "leave", "portal item0"]
     callers = [{"public"}, {"group:board"}, {"public", "group:board"}]
     monkeypatch.setattr(keyword_index, "COMMON_FLOOR", 4)  # every word but itemN is common here
