@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test test-fast eval eval-manuals bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching load-test bench-gpu lock clean
+.PHONY: setup serve test test-fast eval eval-manuals bench bench-ingest bench-quality bench-hybrid bench-retrieval bench-big-pdf bench-batching bench-scale load-test bench-gpu lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,12 @@ bench-gpu: setup
 	$(BIN)/python -m eval.bench_gpu
 
 # Peak RSS ingesting a generated 1,000-page PDF, against 10 pages.
+# Retrieval at 1,000,000 chunks through the product (end to end, two workers, a delta), then the dense leg alone
+# at 5,000,000 (issue 16). Builds its stores once under /tmp (about 10 GB, an hour); reruns reuse them.
+bench-scale: setup
+	$(BIN)/python -m eval.bench_store_scale --n 1000000 --workers --out eval/results/scale/store_1m.json
+	$(BIN)/python -m eval.bench_store_scale --dense-only --n 5000000 --out eval/results/scale/dense_5m.json
+
 bench-big-pdf: setup
 	$(BIN)/python -m eval.bench_big_pdf
 

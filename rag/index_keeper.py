@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from filelock import FileLock
 
 from rag.errors import IndexFileError
@@ -141,8 +142,13 @@ class IndexKeeper:
             return False
         index.remove([chunk_id for chunk_id, removed in changes.items() if removed])
         wanted = [chunk_id for chunk_id, removed in changes.items() if not removed]
-        found: set[str] = set()
-        for ids, doc_ids, vectors in self._records(wanted):
+        logged = self.registry.vector_payloads(since, until)
+        found = [chunk_id for chunk_id in wanted if chunk_id in logged]
+        if found:  # the writer logged these vectors: no round trip to Chroma
+            vectors = np.frombuffer(b"".join(logged[chunk_id][1] for chunk_id in found), dtype=np.float32)
+            index.add(found, [logged[chunk_id][0] for chunk_id in found], vectors.reshape(len(found), -1))
+        found = set(found)
+        for ids, doc_ids, vectors in self._records([chunk_id for chunk_id in wanted if chunk_id not in found]):
             index.add(ids, doc_ids, vectors)
             found.update(ids)
         index.remove([chunk_id for chunk_id in wanted if chunk_id not in found])  # removed again since

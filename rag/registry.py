@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rag.change_log import VectorChangeLog
 from rag.schemas import SearchFilters
-from rag.sqlite_file import SQLiteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -48,20 +48,7 @@ CREATE TABLE IF NOT EXISTS doc_acl (
     PRIMARY KEY (token, doc_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS doc_acl_doc ON doc_acl(doc_id);
-CREATE TABLE IF NOT EXISTS vector_changes (
-    version  INTEGER NOT NULL,  -- the vectors_version of the write that made the change
-    chunk_id TEXT NOT NULL,
-    removed  INTEGER NOT NULL,  -- 1: removed; 0: added or replaced
-    PRIMARY KEY (version, chunk_id)
-) WITHOUT ROWID;
 """
-
-# The change log of vector writes (``vector_changes``) holds every change after the version in meta
-# ``vector_changes_from``; a reader further behind reloads the whole index. It keeps the last CHANGE_LOG_VERSIONS
-# versions, and at most about CHANGE_LOG_ROWS rows (checked every CHANGE_LOG_CHECK versions); deletions empty it.
-CHANGE_LOG_VERSIONS = 1000
-CHANGE_LOG_ROWS = 200_000
-CHANGE_LOG_CHECK = 64
 
 STATUSES = ("indexing", "indexed", "failed", "deleting")
 
@@ -103,14 +90,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
             tokens = legacy_tokens(json.loads(stored or "[]"))
             conn.execute("UPDATE documents SET acl_groups = ? WHERE doc_id = ?", (json.dumps(tokens), doc_id))
             conn.executemany("INSERT OR IGNORE INTO doc_acl(doc_id, token) VALUES(?, ?)", [(doc_id, t) for t in tokens])
-    # A registry from before the change log: it covers nothing before now.
-    conn.execute(
-        "INSERT OR IGNORE INTO meta(key, value) SELECT 'vector_changes_from', "
-        "COALESCE((SELECT value FROM meta WHERE key = 'vectors_version'), '0')"
-    )
 
 
-class DocumentRegistry(SQLiteFile):
+class DocumentRegistry(VectorChangeLog):
     """Documents, their ACL tokens and the store's counters. Searches read through the pooled read-only
     connections (``SQLiteFile``), the registry's own reads through the write connection."""
 
@@ -125,6 +107,7 @@ class DocumentRegistry(SQLiteFile):
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.executescript(SCHEMA)
         _migrate(conn)
+        super()._create_schema(conn)  # the change log, after the meta table it keeps its bounds in
 
     # -- meta -------------------------------------------------------------------------------------------------
 
@@ -140,72 +123,6 @@ class DocumentRegistry(SQLiteFile):
                 self._watch = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             version = self._watch.execute("PRAGMA data_version").fetchone()[0]
         return self._access_counter, version
-
-    def vectors_version(self) -> int:
-        """How many vector writes all processes have made to this store (server mode keeps indexes in step)."""
-        with self._reader() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
-        return int(row[0]) if row else 0
-
-    def bump_vectors_version(self, added: Sequence[str] = (), removed: Sequence[str] = ()) -> tuple[int, int]:
-        """(before, after) of one atomic increment, with the chunk ids it added and removed in the change log (in
-        the same transaction: a reader never sees the version without its changes)."""
-        with self._transaction() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()
-            before = int(row[0]) if row else 0
-            now = before + 1
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES('vectors_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(now),),
-            )
-            changes = {chunk_id: 0 for chunk_id in added} | {chunk_id: 1 for chunk_id in removed}
-            conn.executemany(
-                "INSERT OR REPLACE INTO vector_changes(version, chunk_id, removed) VALUES(?, ?, ?)",
-                [(now, chunk_id, gone) for chunk_id, gone in changes.items()],
-            )
-            self._trim_changes(conn, now)
-        return before, now
-
-    @staticmethod
-    def _trim_changes(conn: sqlite3.Connection, now: int) -> None:
-        """Keep the change log bounded: the last CHANGE_LOG_VERSIONS versions, about CHANGE_LOG_ROWS rows."""
-        cut = now - CHANGE_LOG_VERSIONS
-        if now % CHANGE_LOG_CHECK == 0:
-            row = conn.execute(
-                "SELECT version FROM vector_changes ORDER BY version DESC LIMIT 1 OFFSET ?", (CHANGE_LOG_ROWS,)
-            ).fetchone()
-            cut = max(cut, row[0] if row else cut)
-        if cut <= int(conn.execute("SELECT value FROM meta WHERE key = 'vector_changes_from'").fetchone()[0]):
-            return
-        conn.execute("DELETE FROM vector_changes WHERE version <= ?", (cut,))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'vector_changes_from'", (str(cut),))
-
-    def vector_changes(self, since: int, until: int) -> dict[str, bool] | None:
-        """Chunk id -> removed, the net effect of the writes after version ``since`` up to ``until``; None when
-        the log no longer reaches back to ``since`` (the caller reloads everything)."""
-        with self._reader() as conn:
-            conn.execute("BEGIN")  # one snapshot: a trim between the two reads cannot go unseen
-            try:
-                floor = int(conn.execute("SELECT value FROM meta WHERE key = 'vector_changes_from'").fetchone()[0])
-                if since < floor:
-                    return None
-                rows = conn.execute(
-                    "SELECT chunk_id, removed FROM vector_changes WHERE version > ? AND version <= ? ORDER BY version",
-                    (since, until),
-                ).fetchall()
-            finally:
-                conn.execute("COMMIT")
-        return {chunk_id: bool(gone) for chunk_id, gone in rows}
-
-    def clear_vector_changes(self) -> None:
-        """Empty the change log (after deletions: it names the deleted chunks); every reader behind reloads."""
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM vector_changes")
-            conn.execute(
-                "UPDATE meta SET value = COALESCE((SELECT value FROM meta WHERE key = 'vectors_version'), '0') "
-                "WHERE key = 'vector_changes_from'"
-            )
 
     def get_meta(self, key: str) -> str | None:
         with self._lock:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from rag.docstore import DocStore, DocumentRecord
 from rag.errors import ConfigError, StoreError
 from rag.index_keeper import IndexKeeper
@@ -18,8 +20,6 @@ from rag.schemas import ChunkRecord, RetrievedChunk, SearchFilters
 from rag.vector_index import ExactIndex
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from rag.embedding import Embedder
     from rag.seams import SearchIndex
 
@@ -192,11 +192,16 @@ class ChromaStore:
                 )
             if (index := self.keeper.index) is not None:
                 index.add([r.id for r in records], [str(r.metadata["doc_id"]) for r in records], embeddings)
-            self._wrote_vectors(added=[r.id for r in records])
+            block = np.asarray(embeddings, dtype=np.float32)
+            payloads = [(str(r.metadata["doc_id"]), row.tobytes()) for r, row in zip(records, block, strict=True)]
+            self._wrote_vectors(added=[r.id for r in records], payloads=payloads)
 
-    def _wrote_vectors(self, added: Sequence[str] = (), removed: Sequence[str] = ()) -> None:
-        """Count this write in the shared version and its change log (other processes catch up from it)."""
-        previous, now = self.docstore.bump_vectors_version(added, removed)
+    def _wrote_vectors(
+        self, added: Sequence[str] = (), removed: Sequence[str] = (), payloads: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Count this write in the shared version and its change log, with the added vectors (other processes
+        catch up from it)."""
+        previous, now = self.docstore.bump_vectors_version(added, removed, payloads)
         self.keeper.wrote(previous, now)
 
     def update_metadata(self, records: Sequence[ChunkRecord]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
 import shutil
@@ -29,7 +30,9 @@ SAMPLE_CORPUS = REPO / "ingest" / "sample_corpus"
 # One model cache for the whole run, this process and every `rag` process the tests start (they inherit the
 # environment): derived model files are built once per run, never read from or left in the user's own cache.
 # A RAG_CACHE_DIR set by the caller is kept, so a developer may point several runs at one cache.
-os.environ.setdefault("RAG_CACHE_DIR", tempfile.mkdtemp(prefix="rag-test-cache-"))
+if "RAG_CACHE_DIR" not in os.environ:
+    os.environ["RAG_CACHE_DIR"] = tempfile.mkdtemp(prefix="rag-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RAG_CACHE_DIR"], ignore_errors=True)  # the run's, not left in /tmp
 
 OUTBOUND_ATTEMPTS: list[str] = []
 _real_connect = socket.socket.connect

@@ -152,10 +152,40 @@ def test_another_stores_writes_and_removals_arrive_as_deltas(tmp_path):
         reader.close()
 
 
-def test_the_change_log_stays_bounded(tmp_path, monkeypatch):
-    import rag.registry as registry
+def test_a_recent_write_is_applied_from_its_logged_vectors_and_an_older_one_from_chroma(tmp_path, monkeypatch):
+    import rag.change_log as change_log
 
-    monkeypatch.setattr(registry, "CHANGE_LOG_VERSIONS", 5)
+    reader, writer = open_store(tmp_path), open_store(tmp_path)
+    try:
+        fill(reader, docs=2, per_doc=20)
+        reader.load_index()
+        fetched: list[list[str]] = []
+        real_records = reader._records
+        monkeypatch.setattr(reader.keeper, "_records", lambda ids: (fetched.append(list(ids)), real_records(ids))[1])
+        writer.upsert(records("new", 300), vectors(300, 7))
+        assert reader.dense_search(vectors(300, 7)[42], 1, ["new"])[0][0] == "new-42"
+        assert fetched == [[]]  # every vector came from the log, none from Chroma
+        assert searches(reader) == searches(rebuilt(reader))
+
+        monkeypatch.setattr(change_log, "PAYLOAD_VERSIONS", 1)
+        writer.upsert(records("old", 5), vectors(5, 8))
+        writer.upsert(records("newer", 5), vectors(5, 9))  # the log keeps the vectors of this write only
+        assert searches(reader) == searches(rebuilt(reader))
+        assert fetched[-1] == [f"old-{i}" for i in range(5)]  # the older write's vectors, fetched from Chroma
+        assert writer.docstore.conn.execute("SELECT count(*) FROM vector_payloads").fetchone() == (5,)
+
+        writer.delete([f"new-{i}" for i in range(300)])
+        writer.purge_deleted()  # deletion complete: no logged vector is left behind either
+        assert writer.docstore.conn.execute("SELECT count(*) FROM vector_payloads").fetchone() == (0,)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_the_change_log_stays_bounded(tmp_path, monkeypatch):
+    import rag.change_log as change_log
+
+    monkeypatch.setattr(change_log, "CHANGE_LOG_VERSIONS", 5)
     store = open_store(tmp_path)
     try:
         fill(store, docs=2, per_doc=5)
