@@ -75,9 +75,8 @@ def measure(store: DocStore, questions: list[str], top_k: int, share: float, slo
         started = time.perf_counter()
         store.keyword_search(questions[0], top_k, tokens, None, share)  # the caller's statistics, computed once
         first = (time.perf_counter() - started) * 1000
-        found: list[int] = []
-        ms = timed(lambda q, t=tokens: found.append(len(store.keyword_search(q, top_k, t, None, share))), questions)
-        empty = sum(1 for n in found if n == 0)
+        ms = timed(lambda q, t=tokens: store.keyword_search(q, top_k, t, None, share), questions)
+        empty = sum(1 for q in questions if not store.keyword_search(q, top_k, tokens, None, share))
         print(f"keyword_search {name:6s} first {first:8.1f} | {summary(ms)} | no result for {empty}/{len(ms)}")
         for spent, question in sorted(zip(ms, questions, strict=True), reverse=True)[:slowest]:
             print(f"    {spent:8.2f} ms  {question}")
