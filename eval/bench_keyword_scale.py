@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench_keyword_stats import timed
 from eval.scale_corpus import CHUNKS_PER_DOC, SELECTIVITIES, chunk_text, doc_acl, doc_id, queries
 from rag.docstore import DocStore
 
@@ -51,15 +52,6 @@ def build(path: Path, chunks: int) -> DocStore:
     store.truncate_log()
     print(f"built {chunks} chunks in {time.perf_counter() - started:.0f} s")
     return store
-
-
-def timed(fn, items: list) -> list[float]:  # noqa: ANN001
-    spent = []
-    for item in items:
-        started = time.perf_counter()
-        fn(item)
-        spent.append((time.perf_counter() - started) * 1000)
-    return spent
 
 
 def summary(ms: list[float]) -> str:
