@@ -103,3 +103,27 @@ def test_counting_common_words_only_up_to_the_limit_changes_no_result(tmp_path: 
     exact = [store.keyword_search(q, 20, c, common_share=0.01) for q in queries for c in callers]
     assert capped == exact
     assert sum(1 for found in capped if found) >= len(capped) - 3  # a caller may not see item7's document
+
+
+def test_counting_words_in_all_chunks_only_up_to_the_limit_changes_no_result(tmp_path: Path, monkeypatch):
+    """How many chunks of all hold a word is counted only up to the limit (fts5vocab reads the whole list of a
+    word's chunks); the results equal those of fts5vocab's exact counts, for words above and below the limit."""
+    from rag import keyword_index
+
+    store = DocStore(tmp_path / "many.sqlite3")
+    words = ["portal", "leave", "travel", "kitchen", "audit"]
+    for n in range(60):
+        text = " ".join(w for i, w in enumerate(words) if n % (i + 2) == 0 or i == n % 5) + f" item{n}"
+        add_document(store, f"d{n}", text, ["public"] if n % 3 else ["group:board"])
+    queries = ["portal leave item7", "portal leave travel", "audit kitchen", "leave", "portal item0", "absent"]
+    callers = [{"public"}, {"group:board"}, {"public", "group:board"}]
+    monkeypatch.setattr(keyword_index, "COMMON_FLOOR", 4)
+    capped = [store.keyword_search(q, 20, c, common_share=0.01) for q in queries for c in callers]
+
+    def exact(conn, word, cap):  # noqa: ANN001, ANN202 - fts5vocab's count, the way before
+        row = conn.execute("SELECT doc FROM chunks_vocab WHERE term = ?", (word,)).fetchone()
+        return row[0] if row else 0
+
+    monkeypatch.setattr(keyword_index.KeywordIndex, "_global_count", staticmethod(exact))
+    assert capped == [store.keyword_search(q, 20, c, common_share=0.01) for q in queries for c in callers]
+    assert sum(1 for found in capped if found) >= len(capped) - 6
