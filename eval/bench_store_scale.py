@@ -184,7 +184,7 @@ def run_queries(folder: Path, kind: str, n: int, cache: Path, count: int) -> dic
     before = _memory()
     started = time.perf_counter()
     store = _store(folder, kind)
-    texts = corpus.queries(count * len(GROUPS), seed=1)
+    texts = corpus.queries(count * len(GROUPS), seed=1, chunks=n)
     qdata = generate(n, SEED, cache)
     qvecs = np.concatenate([np.load(qdata / f"q_{s}.npy") for s in corpus.SELECTIVITIES])
     vectors = {text: qvecs[i % len(qvecs)] for i, text in enumerate(texts)}
