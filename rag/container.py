@@ -6,7 +6,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from rag.vector_index import ExactIndex
 if TYPE_CHECKING:  # the types only: rag/ imports no other package at run time (see ingest_service)
     from ingest.jobs import JobManager
     from ingest.pipeline import IngestService
+    from rag.seams import SearchIndex
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,15 @@ def build_engine(settings: Settings) -> GenerationEngine:
 def build_store(settings: Settings) -> ChromaStore:
     chroma = settings.chroma
     server = (chroma.host, chroma.port) if chroma.mode == "server" else None
-    new_index = IvfIndex if settings.retrieval.dense_index == "ivf" else ExactIndex  # faiss loads on first training
+    retrieval = settings.retrieval
+    new_index: Callable[[], SearchIndex] = ExactIndex
+    if retrieval.dense_index == "ivf":  # faiss loads on first training
+        new_index = partial(
+            IvfIndex,
+            min_rows=retrieval.ivf_min_rows,
+            exact_below=retrieval.ivf_exact_below,
+            nprobe=retrieval.ivf_nprobe,
+        )
     return ChromaStore(settings.data_dir / "chroma", settings.collection, server=server, new_index=new_index)
 
 

@@ -193,8 +193,18 @@ class RetrievalSettings(Section):
         "exact",
         description=(
             "The dense leg's index: exact (every vector scored) or ivf (faiss IVF-Flat with the access filter inside "
-            "the search, for large stores; exact below 200,000 chunks or 20,000 permitted chunks). See rag.ivf_index."
+            "the search, for large stores; exact below ivf_min_rows chunks or ivf_exact_below permitted chunks). See "
+            "rag.ivf_index and the README's table of measured choices."
         ),
+    )
+    ivf_min_rows: int = Field(
+        200_000, ge=0, description="dense_index ivf: below this many chunks every search is exact (and fast enough)."
+    )
+    ivf_exact_below: int = Field(
+        20_000, ge=0, description="dense_index ivf: a caller permitted at most this many chunks gets an exact scan."
+    )
+    ivf_nprobe: int = Field(
+        256, ge=1, description="dense_index ivf: clusters searched per query (of about 4 x sqrt(chunks)); recall/speed."
     )
 
 

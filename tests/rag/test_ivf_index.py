@@ -68,10 +68,13 @@ def test_the_setting_chooses_the_store_s_index(tmp_path):
     from rag.vector_index import ExactIndex
 
     for choice, kind in (("exact", ExactIndex), ("ivf", IvfIndex)):
-        settings = Settings(data_dir=tmp_path / choice, retrieval={"dense_index": choice})
-        store = build_store(settings)
+        retrieval = {"dense_index": choice, "ivf_min_rows": 10, "ivf_exact_below": 5, "ivf_nprobe": 3}
+        store = build_store(Settings(data_dir=tmp_path / choice, retrieval=retrieval))
         try:
-            assert store.keeper._new_index is kind
+            index = store.keeper._new_index()
+            assert type(index) is kind
+            if kind is IvfIndex:
+                assert (index.min_rows, index.exact_below, index.nprobe) == (10, 5, 3)
         finally:
             store.close()
     assert Settings(data_dir=tmp_path).retrieval.dense_index == "exact"
