@@ -8,7 +8,8 @@ only when the copy is missing or damaged, ahead of the store, older than the log
 died mid-write: a writer marks itself (``writer-<pid>-<token>.mark``) before each Chroma write and unmarks after
 the version bump that logs it, so a marker whose process is gone means Chroma may hold changes no version names.
 
-Saving a large index costs seconds, so it is saved at most every ``save_every`` seconds after writes, at close,
+Saving a large index costs seconds, so it is saved at most every ``save_every`` seconds after writes (30 s, or ten
+times the last save's duration if longer: saving then takes at most a tenth of a writer's time), at close,
 after a rebuild, and after deletions (which also empty the change log: both name the deleted chunks, and a
 deleted document leaves nothing on disk). The log covers what happened since the last save.
 """
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 30.0
+SAVE_COST_SHARE = 10  # at least this many times a save's duration between saves: at 1M chunks a save takes seconds
 # (ids, doc ids, vectors) batches of Chroma's records: every record (None), or those of the given ids
 Records = Callable[[Sequence[str] | None], Iterable[tuple[list[str], list[str], Any]]]
 _OURS: set[str] = set()  # marker tokens of this process's keepers: a marker of our pid without one is a dead one's
@@ -73,6 +75,8 @@ class IndexKeeper:
         self.version: int | None = None  # the vectors_version the index reflects
         self.lock = threading.RLock()  # held while the index is opened, caught up or saved
         self.save_every = SAVE_EVERY_S
+        self.save_cost_share = SAVE_COST_SHARE
+        self._save_gap = 0.0
         self._changed = False  # since the last save
         self._last_save = time.monotonic()
         token = secrets.token_hex(6)
@@ -192,7 +196,7 @@ class IndexKeeper:
             if self.index is None or self.version != previous:
                 return  # another process wrote in between: the next search catches up from the log
             self.version, self._changed = now, True
-            if time.monotonic() - self._last_save >= self.save_every:
+            if time.monotonic() - self._last_save >= max(self.save_every, self._save_gap):
                 self.save()
 
     def save(self, *, force: bool = False) -> None:
@@ -206,7 +210,9 @@ class IndexKeeper:
                 if on_disk is None or on_disk < self.version or (force and on_disk == self.version):
                     started = time.perf_counter()
                     self.index.save(self.folder, self.version)
-                    log.info("search index: %d chunks saved in %.2f s", len(self.index), time.perf_counter() - started)
+                    took = time.perf_counter() - started
+                    self._save_gap = self.save_cost_share * took  # a big index is saved less often
+                    log.info("search index: %d chunks saved in %.2f s", len(self.index), took)
             self._changed, self._last_save = False, time.monotonic()
 
     def forget_deleted(self) -> None:

@@ -35,14 +35,14 @@ def writer(data_dir: Path, stall_at: int) -> None:
 
     store = ChromaStore(data_dir / "chroma", "persist")
     store.load_index()
-    store.keeper.save_every = 0.0
+    store.keeper.save_every, store.keeper.save_cost_share = 0.0, 0
     bump = store.docstore.bump_vectors_version
 
-    def stalling_bump(added=(), removed=()):  # noqa: ANN001, ANN202
+    def stalling_bump(added=(), removed=(), payloads=()):  # noqa: ANN001, ANN202
         if added and added[0] == f"w{stall_at}-0":
             print("stalled", flush=True)
             time.sleep(60)
-        return bump(added, removed)
+        return bump(added, removed, payloads)
 
     store.docstore.bump_vectors_version = stalling_bump
     for n in range(10_000):

@@ -5,6 +5,7 @@ store's writes arrive as deltas from the registry's change log, never by a full 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,5 +196,32 @@ def test_the_change_log_stays_bounded(tmp_path, monkeypatch):
         now = store.docstore.vectors_version()
         assert store.docstore.vector_changes(now - 5, now) == {f"more-{i}": False for i in range(3, 8)}
         assert store.docstore.vector_changes(now - 6, now) is None  # truncated: a reader that far behind reloads
+    finally:
+        store.close()
+
+
+def test_a_slow_save_spaces_out_the_next_ones(tmp_path, monkeypatch):
+    store = open_store(tmp_path)
+    try:
+        fill(store, docs=1, per_doc=5)
+        store.load_index()
+        store.keeper.save_every, store.keeper._save_gap = 0.0, 0.0  # every write would save, but for their cost
+        saves = []
+        real_save = store.index.save
+
+        def slow_save(path, version=0):  # noqa: ANN001, ANN202
+            saves.append(version)
+            time.sleep(0.2)
+            real_save(path, version)
+
+        monkeypatch.setattr(store.index, "save", slow_save)
+        for n in range(3):  # written quickly: only the first is saved, the others wait ten saves' time (2 s)
+            store.upsert(records(f"quick{n}", 2), vectors(2, 40 + n))
+        assert len(saves) == 1 and store.keeper._save_gap >= 2.0
+        store.keeper.save_cost_share = 0
+        store.upsert(records("later", 2), vectors(2, 50))
+        store.keeper._save_gap = 0.0
+        store.upsert(records("later2", 2), vectors(2, 51))
+        assert len(saves) == 2  # without the spacing, the next write saves again
     finally:
         store.close()
