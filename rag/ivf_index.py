@@ -15,7 +15,8 @@ next save copies the index into memory and adds them.
 
 Upkeep: stale labels cost probe time and memory, and lists trained on a fraction of today's rows grow unbalanced,
 so a save rebuilds the IVF from the live rows when stale labels exceed ``RETRAIN_STALE`` of its entries or the live
-rows have grown ``RETRAIN_GROWTH`` times since training; otherwise it only adds the pending rows.
+rows have grown ``RETRAIN_GROWTH`` times since training (or drops it, at ``min_rows`` live rows or fewer);
+otherwise it only adds the pending rows.
 
 Codec: ``flat`` keeps full vectors in the lists (4 bytes a dimension); ``sq8`` one byte a dimension (faiss
 ``IndexIVFScalarQuantizer``, 8-bit), a quarter of the memory. Either way the IVF only proposes candidates: they are
@@ -130,6 +131,12 @@ class IvfIndex(ExactIndex):
         self._row_label = np.full(self._size, -1, dtype=np.int64)
         self._index_rows(live)
 
+    def _untrain(self) -> None:
+        """Back to the exact index alone: too few rows left for an IVF to pay (trained again past ``min_rows``)."""
+        self._ann, self._mapped, self._trained_on = None, False, 0
+        self._label_row = np.zeros(0, dtype=np.int64)
+        self._row_label = np.zeros(0, dtype=np.int64)
+
     def add(self, ids: Sequence[str], doc_ids: Sequence[str], vectors: Sequence[Sequence[float]]) -> None:
         with self._lock:
             super().add(ids, doc_ids, vectors)  # replaced rows' labels forgotten (_dropped)
@@ -197,8 +204,10 @@ class IvfIndex(ExactIndex):
         retrained first when it has gone stale, else with the pending rows added."""
         faiss = _faiss()
         with self._lock:
-            if self.needs_retraining():
+            if self.needs_retraining() and len(self) > self.min_rows:
                 self._train()
+            elif self.needs_retraining():
+                self._untrain()
             rows, arrays, lists, info = self.snapshot()
             blobs = {}
             if self._ann is not None:

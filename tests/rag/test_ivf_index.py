@@ -139,3 +139,18 @@ def test_sq8_lists_load_mapped_and_a_copy_of_another_codec_is_refused(tmp_path):
         IvfIndex(min_rows=1000).load(tmp_path)
     with pytest.raises(ValueError, match="codec"):
         IvfIndex(codec="pq")
+
+
+def test_a_save_with_too_few_rows_left_drops_the_ivf_and_trains_again_past_min_rows(tmp_path):
+    index, vectors = filled(1500, docs=10)
+    index.remove([f"c{i}" for i in range(600)])  # 900 left: at most min_rows
+    index.save(tmp_path / "a")
+    assert not index.trained and len(index) == 900
+    loaded = IvfIndex(min_rows=1000, exact_below=50, nprobe=4)
+    loaded.load(tmp_path / "a")
+    assert not loaded.trained and loaded.search(vectors[700], 1)[0][0] == "c700"
+    loaded.add([f"c{i}" for i in range(200)], ["d0"] * 200, vectors[:200])
+    assert loaded.trained and loaded.search(vectors[5], 1, ["d0"])[0][0] == "c5"
+    loaded.remove([f"c{i}" for i in range(1500)])
+    loaded.save(tmp_path / "b")  # nothing left at all
+    assert not loaded.trained and loaded.search(vectors[5], 3) == []
