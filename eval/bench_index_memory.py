@@ -94,6 +94,21 @@ def smaps(pid: int) -> dict[str, int]:
     return figures
 
 
+def index_files(pid: int, folder: Path) -> dict[str, dict[str, int]]:
+    """Rss and Private (MB) of each saved index file this process maps, from /proc/<pid>/smaps: where the private
+    file pages are. (The kernel maps page cache in large folios, up to 2 MB per touched row.)"""
+    figures: dict[str, dict[str, int]] = {}
+    current = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:  # a mapping's first line
+            current = Path(head[5]).name.split("-")[0] if len(head) > 5 and str(folder) in head[5] else None
+        elif current and head[0] in ("Rss:", "Private_Clean:", "Private_Dirty:"):
+            entry = figures.setdefault(current, {"Rss": 0, "Private": 0})
+            entry["Rss" if head[0] == "Rss:" else "Private"] += int(head[1]) // 1024
+    return figures
+
+
 def worker(args: argparse.Namespace) -> None:
     """One worker: load when told, search when told, exit when told; each step's result as a JSON line."""
     import faiss  # noqa: F401 - loaded before the "before" figures, as a serving worker has it loaded
@@ -156,6 +171,7 @@ def measure(args: argparse.Namespace, kind: str) -> dict:
     second = Worker(args, kind, 2)
     load2, search2 = second.step("loaded"), second.step("searched")
     first.figures["with_second"] = smaps(first.proc.pid)
+    files = index_files(second.proc.pid, args.folder.resolve())
     first.close()
     second.close()
     w1, w2 = first.figures, second.figures
@@ -171,6 +187,10 @@ def measure(args: argparse.Namespace, kind: str) -> dict:
         "worker2_private_added_mb": round(added / MB),
         "worker2_anonymous_added_mb": round((w2["searched"]["Anonymous"] - w2["before"]["Anonymous"]) / MB),
         "ratio": round(added / index_rss, 3) if index_rss else None,
+        "ratio_anonymous": round((w2["searched"]["Anonymous"] - w2["before"]["Anonymous"]) / index_rss, 3)
+        if index_rss
+        else None,
+        "worker2_index_files_mb": files,
     }
 
 
@@ -184,7 +204,9 @@ def report(result: dict) -> None:
             print(f"{number:<8} {step:12} {row}  (MB)")
     rss, added = result["index_rss_worker1_mb"], result["worker2_private_added_mb"]
     print(f"index RSS in worker 1: {rss} MB; worker 2 adds {added} MB private", end=" ")
-    print(f"({result['worker2_anonymous_added_mb']} MB anonymous): ratio {result['ratio']}")
+    print(f"({result['worker2_anonymous_added_mb']} MB anonymous): ratio {result['ratio']}", end=" ")
+    print(f"(anonymous only: {result['ratio_anonymous']})")
+    print(f"worker 2's mapped index files (MB): {json.dumps(result['worker2_index_files_mb'])}")
 
 
 def main() -> None:
