@@ -8,6 +8,10 @@ Each save writes its files under fresh names, then replaces the manifest atomica
 manifest named: a crash at any moment leaves the old copy or the new one whole. A torn, truncated or edited file
 fails its size or digest on load, and the caller rebuilds from Chroma instead of searching wrong rows. One process
 saves at a time (the one holding the store); the files are owner-only, like the store's.
+
+No file is ever written again once made, nor truncated: arrays load memory-mapped read-only, so every process that
+loads the copy shares them through the page cache, and another process's save only unlinks them, which leaves
+existing mappings valid.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from rag.errors import IndexFileError
 
 FORMAT = "rag-search-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chunk ids as a fixed-width byte array with its sorted order, not a JSON list
 MANIFEST = "manifest.json"
 _DATA_FILE = re.compile(r"^[a-z_]+-[0-9a-f]{12}\.(npy|json|bin)$")
 _READ_BLOCK = 1 << 20
@@ -163,7 +167,8 @@ def saved_version(path: Path) -> int | None:
 
 def load_index(path: Path, kind: str, version: int | None = None) -> SavedIndex:
     """The copy saved under ``path``, every file checked; IndexFileError when it is missing, damaged, of another
-    kind or format, or (``version`` given) saved at another store version: stale."""
+    kind or format, or (``version`` given) saved at another store version: stale. Arrays come back memory-mapped
+    read-only, after their digest was checked: a caller that writes to one copies it first."""
     path = Path(path)
     manifest = _manifest(path, kind)
     if version is not None and manifest["version"] != version:
@@ -180,7 +185,7 @@ def load_index(path: Path, kind: str, version: int | None = None) -> SavedIndex:
             continue
         try:
             if target.suffix == ".npy":
-                arrays[name] = np.load(target, allow_pickle=False)
+                arrays[name] = np.load(target, allow_pickle=False, mmap_mode="r")
             else:
                 lists[name] = json.loads(target.read_bytes())
         except (OSError, ValueError, EOFError) as exc:

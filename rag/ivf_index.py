@@ -12,6 +12,15 @@ removed or replaced leaves its label behind as stale, and the bitmap leaves stal
 memory-mapped (``IO_FLAG_MMAP_IFC``) so workers share its pages; faiss cannot add to a mapped index (it aborts),
 so rows added after a load stay "pending" on the exact side, scanned exactly beside each IVF search, until the
 next save copies the index into memory and adds them.
+
+Upkeep: stale labels cost probe time and memory, and lists trained on a fraction of today's rows grow unbalanced,
+so a save rebuilds the IVF from the live rows when stale labels exceed ``RETRAIN_STALE`` of its entries or the live
+rows have grown ``RETRAIN_GROWTH`` times since training (or drops it, at ``min_rows`` live rows or fewer);
+otherwise it only adds the pending rows.
+
+Codec: ``flat`` keeps full vectors in the lists (4 bytes a dimension); ``sq8`` one byte a dimension (faiss
+``IndexIVFScalarQuantizer``, 8-bit), a quarter of the memory. Either way the IVF only proposes candidates: they are
+scored again exactly from the exact side's vectors, so the scores returned are exact cosines.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ MIN_ROWS = 200_000  # below this many chunks, the exact index serves every searc
 EXACT_BELOW = 20_000  # at most this many permitted rows: an exact scan of those rows
 NPROBE = 256
 BLOCK = 4096  # rows gathered at a time by the exact scan of permitted rows
+RETRAIN_STALE = 0.2  # a save retrains when more than this share of the IVF's entries are stale
+RETRAIN_GROWTH = 4  # ... or when the live rows are this many times those it was trained on
+CODECS = ("flat", "sq8")
 
 
 def _faiss():  # noqa: ANN202 - imported when first needed: faiss loads native libraries
@@ -50,9 +62,14 @@ class IvfIndex(ExactIndex):
         exact_below: int = EXACT_BELOW,
         nprobe: int = NPROBE,
         block: int = BLOCK,
+        codec: str = "flat",
     ) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"codec {codec!r} is not one of {', '.join(CODECS)}")
         super().__init__(dim)
         self.min_rows, self.exact_below, self.nprobe, self.block = min_rows, exact_below, nprobe, block
+        self.codec = codec
+        self._trained_on = 0  # live rows when the IVF was trained
         self._ann = None  # the trained faiss index, once there is one
         self._mapped = False  # the ann is a memory-mapped saved copy: read-only
         self._label_row = np.zeros(0, dtype=np.int64)  # faiss label -> row; -1: stale (removed or replaced)
@@ -68,6 +85,10 @@ class IvfIndex(ExactIndex):
             self._row_label = np.concatenate([self._row_label, np.full(extra, -1, dtype=np.int64)])
         return self._row_label
 
+    def _dropped(self, rows: list[int]) -> None:
+        if self._ann is not None:
+            self._forget(np.asarray(rows, dtype=np.int64))
+
     def _forget(self, rows: np.ndarray) -> None:
         """These rows' faiss entries no longer hold their current vector (or any chunk)."""
         row_label = self._row_labels()
@@ -80,7 +101,7 @@ class IvfIndex(ExactIndex):
         if rows.size == 0:
             return
         labels = np.arange(self._label_row.size, self._label_row.size + rows.size, dtype=np.int64)
-        self._ann.add_with_ids(np.ascontiguousarray(self._matrix[rows]), labels)  # type: ignore[union-attr]
+        self._ann.add_with_ids(self._gather(rows), labels)  # type: ignore[union-attr]
         self._label_row = np.concatenate([self._label_row, rows.astype(np.int64)])
         self._row_labels()[rows] = labels
 
@@ -88,41 +109,44 @@ class IvfIndex(ExactIndex):
         return np.flatnonzero(self._doc_of[: self._size] >= 0)
 
     def _train(self) -> None:
-        """Train IVF-Flat on a sample of the rows held (nlist about 4 * sqrt(rows), a power of two, at least 39
-        training rows a list as faiss asks), then add every row."""
+        """Train the IVF on a sample of the live rows (nlist about 4 * sqrt(rows), a power of two, at least 39
+        training rows a list as faiss asks), then add every live row; stale labels are gone."""
         faiss = _faiss()
         live = self._live_rows()
         nlist = 1 << round(math.log2(4 * math.sqrt(live.size)))
         while nlist > 1 and nlist * 39 > live.size:
             nlist //= 2
-        ann = faiss.IndexIVFFlat(faiss.IndexFlatIP(self._dim), self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatIP(self._dim)
+        if self.codec == "sq8":
+            ann = faiss.IndexIVFScalarQuantizer(
+                quantizer, self._dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            ann = faiss.IndexIVFFlat(quantizer, self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ann.cp.max_points_per_centroid = 64
         sample = np.random.default_rng(0).choice(live, min(live.size, 64 * nlist), replace=False)
-        ann.train(np.ascontiguousarray(self._matrix[np.sort(sample)]))
-        self._ann, self._mapped = ann, False
+        ann.train(self._gather(np.sort(sample)))
+        self._ann, self._mapped, self._trained_on = ann, False, int(live.size)
         self._label_row = np.zeros(0, dtype=np.int64)
         self._row_label = np.full(self._size, -1, dtype=np.int64)
         self._index_rows(live)
 
+    def _untrain(self) -> None:
+        """Back to the exact index alone: too few rows left for an IVF to pay (trained again past ``min_rows``)."""
+        self._ann, self._mapped, self._trained_on = None, False, 0
+        self._label_row = np.zeros(0, dtype=np.int64)
+        self._row_label = np.zeros(0, dtype=np.int64)
+
     def add(self, ids: Sequence[str], doc_ids: Sequence[str], vectors: Sequence[Sequence[float]]) -> None:
         with self._lock:
-            super().add(ids, doc_ids, vectors)
+            super().add(ids, doc_ids, vectors)  # replaced rows' labels forgotten (_dropped)
             if not ids:
                 return
-            rows = np.unique(np.fromiter((self._row[i] for i in ids), dtype=np.int64, count=len(ids)))
             if self._ann is None:
                 if len(self) > self.min_rows:
                     self._train()
-                return
-            self._forget(rows)
-            if not self._mapped:
-                self._index_rows(rows)
-
-    def remove(self, ids: Sequence[str]) -> None:
-        with self._lock:
-            if self._ann is not None:
-                self._forget(np.asarray([self._row[i] for i in ids if i in self._row], dtype=np.int64))
-            super().remove(ids)
+            elif not self._mapped:
+                self._index_rows(np.unique(self._rows_of(ids)))
 
     def search(
         self, query: Sequence[float], top_k: int, allowed_docs: Sequence[str] | None = None
@@ -130,14 +154,12 @@ class IvfIndex(ExactIndex):
         with self._lock:
             if self._ann is None:
                 return super().search(query, top_k, allowed_docs)
-            if not self._row or top_k <= 0:
+            if not self._count or top_k <= 0:
                 return []
             q = np.asarray(query, dtype=np.float32)
             norm = float(np.linalg.norm(q))
             q = q / norm if norm else q
-            doc_of = self._doc_of[: self._size]
-            mask = self.doc_mask(allowed_docs)
-            keep = doc_of >= 0 if mask is None else (doc_of >= 0) & mask[doc_of]
+            keep = self._permitted(allowed_docs)
             permitted = np.flatnonzero(keep)
             if permitted.size <= self.exact_below:
                 return self._scan(q, permitted, top_k)
@@ -163,21 +185,29 @@ class IvfIndex(ExactIndex):
 
     def _scan(self, q: np.ndarray, rows: np.ndarray, top_k: int) -> list[tuple[str, float]]:
         """Exact top-k over these rows only (ascending), gathered ``block`` rows at a time."""
-        if rows.size == 0 or top_k <= 0:
-            return []
         scores = np.empty(rows.size, dtype=np.float32)
         for start in range(0, rows.size, self.block):
             part = rows[start : start + self.block]
-            scores[start : start + part.size] = self._matrix[part] @ q
-        k = min(top_k, rows.size)
-        top = np.argpartition(-scores, k - 1)[:k]
-        order = top[np.argsort(-scores[top], kind="stable")]
-        return [(self._ids[rows[i]], float(scores[i])) for i in order]  # type: ignore[misc]
+            scores[start : start + part.size] = self._gather(part) @ q
+        return self._top(rows, scores, top_k)
+
+    def needs_retraining(self) -> bool:
+        """Whether the IVF has gone stale enough to be rebuilt from the live rows (see the module's upkeep)."""
+        with self._lock:
+            if self._ann is None:
+                return False
+            stale = int(np.count_nonzero(self._label_row < 0))
+            return stale > RETRAIN_STALE * self._label_row.size or len(self) >= RETRAIN_GROWTH * self._trained_on
 
     def save(self, path: Path, version: int = 0) -> None:
-        """The exact side's files, and once trained the faiss index with its label -> row map (rows as saved)."""
+        """The exact side's files, and once trained the faiss index with its label -> row map (rows as saved),
+        retrained first when it has gone stale, else with the pending rows added."""
         faiss = _faiss()
         with self._lock:
+            if self.needs_retraining() and len(self) > self.min_rows:
+                self._train()
+            elif self.needs_retraining():
+                self._untrain()
             rows, arrays, lists, info = self.snapshot()
             blobs = {}
             if self._ann is not None:
@@ -190,7 +220,7 @@ class IvfIndex(ExactIndex):
                 label_row = np.where(self._label_row >= 0, saved_row[np.maximum(self._label_row, 0)], -1)
                 arrays = arrays | {"label_row": label_row}
                 blobs["ann"] = faiss.serialize_index(self._ann)
-                info = info | {"nlist": int(self._ann.nlist)}
+                info = info | {"nlist": int(self._ann.nlist), "codec": self.codec, "trained_on": self._trained_on}
         save_index(path, self.kind, version, arrays, lists, info, blobs)
 
     def load(self, path: Path, version: int | None = None) -> int:
@@ -206,9 +236,12 @@ class IvfIndex(ExactIndex):
                 ann = faiss.read_index(str(blob), faiss.IO_FLAG_MMAP_IFC)
             except RuntimeError as exc:
                 raise index_file_error(path, f"has an unreadable faiss index ({exc})") from exc
-            count = saved.info.get("count")
+            count, codec = saved.info.get("count"), saved.info.get("codec")
+            if codec != self.codec:
+                raise index_file_error(path, f"holds a {codec!r} faiss index, not {self.codec!r} as configured")
             whole = (
                 isinstance(ann, faiss.IndexIVF) and ann.d == saved.info.get("dim") and isinstance(count, int)
+                and isinstance(saved.info.get("trained_on"), int)
                 and label_row.dtype == np.int64 and label_row.shape == (ann.ntotal,)  # type: ignore[union-attr]
                 and (label_row.size == 0 or -1 <= int(label_row.min()) <= int(label_row.max()) < count)  # type: ignore[union-attr]
             )  # fmt: skip
@@ -217,7 +250,8 @@ class IvfIndex(ExactIndex):
         with self._lock:  # the rows and the ann replaced together, under one hold of the lock
             self.restore(saved, path)
             self._ann, self._mapped = ann, ann is not None
-            self._label_row = label_row if label_row is not None else np.zeros(0, dtype=np.int64)
+            self._label_row = np.array(label_row) if label_row is not None else np.zeros(0, dtype=np.int64)
+            self._trained_on = saved.info.get("trained_on", 0)
             self._row_label = np.full(self._size, -1, dtype=np.int64)
             held = np.flatnonzero(self._label_row >= 0)
             self._row_label[self._label_row[held]] = held

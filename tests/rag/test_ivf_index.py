@@ -5,7 +5,9 @@ exact side until the next save)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from rag.errors import IndexFileError
 from rag.ivf_index import IvfIndex
 
 DIM = 16
@@ -78,3 +80,80 @@ def test_the_setting_chooses_the_store_s_index(tmp_path):
         finally:
             store.close()
     assert Settings(data_dir=tmp_path).retrieval.dense_index == "exact"
+
+
+def exact_top(vectors: np.ndarray, live: dict[int, str], query: np.ndarray, k: int, allowed: set[str]) -> list[str]:
+    scores = unit(vectors) @ unit(query)
+    return [f"c{i}" for i in np.argsort(-scores, kind="stable") if i in live and live[i] in allowed][:k]
+
+
+def test_a_save_retrains_once_stale_labels_pass_a_fifth_and_filtered_results_stay_right(tmp_path):
+    index, vectors = filled(1500, docs=10)
+    assert index._trained_on == 1500
+    index.remove([f"c{i}" for i in range(0, 200)])
+    index.add([f"c{i}" for i in range(200, 280)], ["d9"] * 80, vectors[200:280])  # replaced: stale labels too
+    assert not index.needs_retraining()  # 280 stale of 1,580 entries: kept, stale labels and all
+    index.save(tmp_path / "a")
+    assert index._trained_on == 1500 and int((index._label_row < 0).sum()) == 280
+    index.remove([f"c{i}" for i in range(280, 400)])  # 400 of 1,580: over the bar
+    assert index.needs_retraining()
+    index.save(tmp_path / "b")
+    assert index._trained_on == 1180 and index._ann.ntotal == 1180 and (index._label_row >= 0).all()
+
+    loaded = IvfIndex(min_rows=1000, exact_below=50, nprobe=64)
+    loaded.load(tmp_path / "b")
+    assert loaded._trained_on == 1180 and not loaded.needs_retraining()
+    live = {i: ("d9" if 200 <= i < 280 else f"d{i % 10}") for i in range(200, 1500) if not 280 <= i < 400}
+    rng = np.random.default_rng(8)
+    for allowed in ({"d9"}, {"d1", "d2"}, {"d3", "d9", "d7"}, {f"d{i}" for i in range(10)}):
+        for query in rng.normal(size=(5, DIM)).astype("f4"):
+            got = [cid for cid, _ in loaded.search(query, 10, sorted(allowed))]
+            assert all(live[int(c[1:])] in allowed for c in got) and len(got) == 10
+            assert got == exact_top(vectors, live, query, 10, allowed)  # every list probed: exact
+
+
+def test_a_save_retrains_once_the_rows_have_grown_four_times(tmp_path):
+    vectors = np.random.default_rng(6).normal(size=(4004, DIM)).astype("f4")
+    index = IvfIndex(min_rows=1000, exact_below=50, nprobe=4)
+    index.add([f"c{i}" for i in range(1001)], ["d"] * 1001, vectors[:1001])
+    assert index._trained_on == 1001 and index._ann.nlist == 16
+    index.add([f"c{i}" for i in range(1001, 4003)], ["d"] * 3002, vectors[1001:4003])
+    assert not index.needs_retraining()
+    index.add(["c4003"], ["d"], vectors[4003:])
+    assert index.needs_retraining()
+    index.save(tmp_path)  # more lists for more rows
+    assert index._trained_on == 4004 and index._ann.nlist == 64 and index._ann.ntotal == 4004
+    assert index.search(vectors[4003], 1)[0][0] == "c4003"
+
+
+def test_sq8_lists_load_mapped_and_a_copy_of_another_codec_is_refused(tmp_path):
+    vectors = np.random.default_rng(5).normal(size=(1500, DIM)).astype("f4")
+    index = IvfIndex(min_rows=1000, exact_below=50, nprobe=4, codec="sq8")
+    index.add([f"c{i}" for i in range(1500)], [f"d{i % 10}" for i in range(1500)], vectors)
+    index.save(tmp_path)
+    import faiss
+
+    loaded = IvfIndex(min_rows=1000, exact_below=50, nprobe=4, codec="sq8")
+    loaded.load(tmp_path)
+    assert loaded._mapped and isinstance(loaded._ann, faiss.IndexIVFScalarQuantizer)
+    hits = loaded.search(vectors[7], 3)  # candidates from the 8-bit lists, scored exactly
+    assert hits[0][0] == "c7" and abs(hits[0][1] - 1.0) < 1e-5
+    with pytest.raises(IndexFileError, match="'sq8' faiss index, not 'flat'"):
+        IvfIndex(min_rows=1000).load(tmp_path)
+    with pytest.raises(ValueError, match="codec"):
+        IvfIndex(codec="pq")
+
+
+def test_a_save_with_too_few_rows_left_drops_the_ivf_and_trains_again_past_min_rows(tmp_path):
+    index, vectors = filled(1500, docs=10)
+    index.remove([f"c{i}" for i in range(600)])  # 900 left: at most min_rows
+    index.save(tmp_path / "a")
+    assert not index.trained and len(index) == 900
+    loaded = IvfIndex(min_rows=1000, exact_below=50, nprobe=4)
+    loaded.load(tmp_path / "a")
+    assert not loaded.trained and loaded.search(vectors[700], 1)[0][0] == "c700"
+    loaded.add([f"c{i}" for i in range(200)], ["d0"] * 200, vectors[:200])
+    assert loaded.trained and loaded.search(vectors[5], 1, ["d0"])[0][0] == "c5"
+    loaded.remove([f"c{i}" for i in range(1500)])
+    loaded.save(tmp_path / "b")  # nothing left at all
+    assert not loaded.trained and loaded.search(vectors[5], 3) == []
