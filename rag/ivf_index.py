@@ -74,6 +74,7 @@ class IvfIndex(ExactIndex):
         self._mapped = False  # the ann is a memory-mapped saved copy: read-only
         self._label_row = np.zeros(0, dtype=np.int64)  # faiss label -> row; -1: stale (removed or replaced)
         self._row_label = np.zeros(0, dtype=np.int64)  # row -> faiss label; -1: not in the ann (pending)
+        self._journal: set[int] | None = None  # while a new IVF is trained: the rows written meanwhile
 
     @property
     def trained(self) -> bool:
@@ -86,6 +87,8 @@ class IvfIndex(ExactIndex):
         return self._row_label
 
     def _dropped(self, rows: list[int]) -> None:
+        if self._journal is not None:
+            self._journal.update(rows)
         if self._ann is not None:
             self._forget(np.asarray(rows, dtype=np.int64))
 
@@ -109,27 +112,53 @@ class IvfIndex(ExactIndex):
         return np.flatnonzero(self._doc_of[: self._size] >= 0)
 
     def _train(self) -> None:
-        """Train the IVF on a sample of the live rows (nlist about 4 * sqrt(rows), a power of two, at least 39
-        training rows a list as faiss asks), then add every live row; stale labels are gone."""
+        """Train a new IVF on a sample of the live rows (nlist about 4 * sqrt(rows), a power of two, at least 39
+        training rows a list as faiss asks) and add every live row; stale labels are gone.
+
+        This takes minutes at a million rows, so it runs outside the lock: searches (on the old IVF, or exact) and
+        writes go on. The rows written meanwhile are journalled and, once the new IVF is swapped in, marked stale
+        there and added again with their current vectors."""
         faiss = _faiss()
-        live = self._live_rows()
-        nlist = 1 << round(math.log2(4 * math.sqrt(live.size)))
-        while nlist > 1 and nlist * 39 > live.size:
-            nlist //= 2
-        quantizer = faiss.IndexFlatIP(self._dim)
-        if self.codec == "sq8":
-            ann = faiss.IndexIVFScalarQuantizer(
-                quantizer, self._dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-            )
-        else:
-            ann = faiss.IndexIVFFlat(quantizer, self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ann.cp.max_points_per_centroid = 64
-        sample = np.random.default_rng(0).choice(live, min(live.size, 64 * nlist), replace=False)
-        ann.train(self._gather(np.sort(sample)))
-        self._ann, self._mapped, self._trained_on = ann, False, int(live.size)
-        self._label_row = np.zeros(0, dtype=np.int64)
-        self._row_label = np.full(self._size, -1, dtype=np.int64)
-        self._index_rows(live)
+        with self._lock:
+            if self._journal is not None:
+                return  # another thread is training
+            self._journal = set()
+            live = self._live_rows()
+            nlist = 1 << round(math.log2(4 * math.sqrt(live.size)))
+            while nlist > 1 and nlist * 39 > live.size:
+                nlist //= 2
+            sample = np.random.default_rng(0).choice(live, min(live.size, 64 * nlist), replace=False)
+            training = self._gather(np.sort(sample))
+        try:
+            quantizer = faiss.IndexFlatIP(self._dim)
+            if self.codec == "sq8":
+                ann = faiss.IndexIVFScalarQuantizer(
+                    quantizer, self._dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                )
+            else:
+                ann = faiss.IndexIVFFlat(quantizer, self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ann.cp.max_points_per_centroid = 64
+            ann.train(training)
+            for start in range(0, live.size, 65536):
+                with self._lock:  # a copy of these rows' vectors: a write cannot tear one while faiss reads it
+                    part = self._gather(live[start : start + 65536])
+                ann.add_with_ids(part, np.arange(start, start + part.shape[0], dtype=np.int64))
+        except BaseException:
+            with self._lock:
+                self._journal = None
+            raise
+        with self._lock:
+            touched = np.fromiter(self._journal, dtype=np.int64, count=len(self._journal))
+            self._journal = None
+            label_row = live.copy()
+            label_row[np.isin(live, touched)] = -1  # written since they were read: stale in the new IVF
+            self._ann, self._mapped, self._trained_on = ann, False, int(live.size)
+            self._label_row = label_row
+            self._row_label = np.full(self._size, -1, dtype=np.int64)
+            held = np.flatnonzero(label_row >= 0)
+            self._row_label[label_row[held]] = held
+            again = touched[touched < self._size]
+            self._index_rows(np.unique(again[self._doc_of[again] >= 0]))
 
     def _untrain(self) -> None:
         """Back to the exact index alone: too few rows left for an IVF to pay (trained again past ``min_rows``)."""
@@ -142,11 +171,14 @@ class IvfIndex(ExactIndex):
             super().add(ids, doc_ids, vectors)  # replaced rows' labels forgotten (_dropped)
             if not ids:
                 return
-            if self._ann is None:
-                if len(self) > self.min_rows:
-                    self._train()
-            elif not self._mapped:
-                self._index_rows(np.unique(self._rows_of(ids)))
+            rows = np.unique(self._rows_of(ids))
+            if self._journal is not None:
+                self._journal.update(rows.tolist())
+            train = self._ann is None and self._journal is None and len(self) > self.min_rows
+            if self._ann is not None and not self._mapped:
+                self._index_rows(rows)
+        if train:
+            self._train()  # outside the lock
 
     def search(
         self, query: Sequence[float], top_k: int, allowed_docs: Sequence[str] | None = None
@@ -203,10 +235,10 @@ class IvfIndex(ExactIndex):
         """The exact side's files, and once trained the faiss index with its label -> row map (rows as saved),
         retrained first when it has gone stale, else with the pending rows added."""
         faiss = _faiss()
+        if self.needs_retraining() and len(self) > self.min_rows:
+            self._train()  # outside the lock
         with self._lock:
-            if self.needs_retraining() and len(self) > self.min_rows:
-                self._train()
-            elif self.needs_retraining():
+            if self.needs_retraining() and len(self) <= self.min_rows:
                 self._untrain()
             rows, arrays, lists, info = self.snapshot()
             blobs = {}
