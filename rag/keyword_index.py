@@ -178,7 +178,8 @@ class KeywordIndex(DocumentRegistry):
         The statistics BM25 weighs words by (how many chunks hold each word, how many chunks there are, their
         mean length) are those of the caller's chunks only: FTS5's own ``bm25()`` counts every chunk, so a
         caller could tell from the scores whether documents hidden from them hold a word. Which words are too
-        common to search (``common_share``) is decided on the caller's chunks too."""
+        common to search (``common_share``) is decided on the caller's chunks too. A store of ``SCALE_FROM``
+        chunks or more takes the array path (``rag.keyword_scale``): the same scores, in milliseconds."""
         words = fts_terms(query)
         if not words:
             return []
