@@ -5,8 +5,10 @@ selectivity, with the retriever's arguments.
 
 Builds (once; cached under ``--data``) a registry of ``eval.scale_corpus`` documents through the product's own
 writes (``begin``, ``put_chunks``, ``commit``, as ingest does), then, for a caller seeing everything and for each
-selectivity 1/s (token ``group:s{s}``), times the queries: the first (which computes the caller's statistics)
-apart, then p50/p95/max of the rest. Also times ``allowed_documents`` per caller. Figures in milliseconds.
+selectivity 1/s (token ``group:s{s}``), times the queries: the first (which computes the caller's statistics, and in
+a fresh process the arrays of ``rag.keyword_scale``) apart, then p50/p95/max of the rest. ``--compare N`` runs the
+first N questions through the exact path too: its times and the top-10 overlap of the two. Also times
+``allowed_documents`` per caller. Figures in milliseconds.
 """
 
 from __future__ import annotations
@@ -62,7 +64,30 @@ def callers() -> list[tuple[str, set[str]]]:
     return [("all", {"group:all"})] + [(f"1/{s}", {f"group:s{s}"}) for s in SELECTIVITIES]
 
 
-def measure(store: DocStore, questions: list[str], top_k: int, share: float, slowest: int) -> None:
+def agreement(store: DocStore, questions: list[str], top_k: int, tokens: set[str], share: float) -> str:
+    """Top-10 overlap of the array path with the exact path (forced by raising the threshold), and the exact
+    path's own times: the figures before the array path."""
+    fast = [store.keyword_search(q, top_k, tokens, None, share) for q in questions]
+    threshold, store.SCALE_FROM = store.SCALE_FROM, 10**12
+    try:
+        started = time.perf_counter()
+        store.keyword_search(questions[0], top_k, tokens, None, share)
+        first = (time.perf_counter() - started) * 1000
+        exact, ms = [], []
+        for question in questions:
+            started = time.perf_counter()
+            exact.append(store.keyword_search(question, top_k, tokens, None, share))
+            ms.append((time.perf_counter() - started) * 1000)
+    finally:
+        store.SCALE_FROM = threshold
+    pairs = list(zip(fast, exact, strict=True))
+    shares = [len({c for c, _ in a[:10]} & {c for c, _ in b[:10]}) / len(b[:10]) for a, b in pairs if b]
+    overlap = statistics.mean(shares) if shares else 1.0
+    same = sum(1 for a, b in pairs if a == b)
+    return f"top-10 overlap {overlap:.3f}, identical {same}/{len(pairs)} | exact path first {first:8.1f} {summary(ms)}"
+
+
+def measure(store: DocStore, questions: list[str], top_k: int, share: float, slowest: int, compare: int) -> None:
     for name, tokens in callers():
         started = time.perf_counter()
         store.keyword_search(questions[0], top_k, tokens, None, share)  # the caller's statistics, computed once
@@ -72,6 +97,8 @@ def measure(store: DocStore, questions: list[str], top_k: int, share: float, slo
         print(f"keyword_search {name:6s} first {first:8.1f} | {summary(ms)} | no result for {empty}/{len(ms)}")
         for spent, question in sorted(zip(ms, questions, strict=True), reverse=True)[:slowest]:
             print(f"    {spent:8.2f} ms  {question}")
+        if compare:
+            print(f"    vs exact on {compare} questions: {agreement(store, questions[:compare], top_k, tokens, share)}")
     for name, tokens in callers():
         ms = timed(lambda _, t=tokens: store.allowed_documents(t), range(20))
         print(f"allowed_documents {name:6s} {summary(ms)} | {len(store.allowed_documents(tokens))} documents")
@@ -84,6 +111,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/kwscale"))
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--common-share", type=float, default=0.02)
+    parser.add_argument("--compare", type=int, default=0, help="compare this many questions with the exact path")
+    parser.add_argument("--scale-from", type=int, default=None, help="chunks from which the array path is taken")
     parser.add_argument("--slowest", type=int, default=0, help="print this many slowest questions per caller")
     args = parser.parse_args()
     path = args.data / f"registry-{args.chunks}.sqlite3"
@@ -91,7 +120,9 @@ def main() -> None:
     size = sum(p.stat().st_size for p in args.data.glob(f"{path.name}*"))
     print(f"{args.chunks} chunks, {size / 2**20:.0f} MiB on disk ({path})")
     questions = queries(args.queries, seed=1, chunks=args.chunks)
-    measure(store, questions, args.top_k, args.common_share, args.slowest)
+    if args.scale_from is not None:
+        store.SCALE_FROM = args.scale_from
+    measure(store, questions, args.top_k, args.common_share, args.slowest, args.compare)
     store.close()
 
 

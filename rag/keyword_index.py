@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rag import keyword_scale
 from rag.registry import DocumentRegistry
 from rag.schemas import SearchFilters
 
@@ -67,12 +68,20 @@ def word_count(text: str) -> int:
     return len(_TERM.findall(text.lower()))
 
 
+def index_words(text: str) -> list[str]:
+    """A text's words as the keyword index spells its terms (``unicode61 remove_diacritics 2``: lower case,
+    accents folded, split at anything not a letter or digit), stop words included."""
+    text = text.lower()
+    if not text.isascii():  # NFKD leaves ASCII as it is: skip it for the common case
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return _TERM.findall(text)
+
+
 def fts_terms(text: str, max_terms: int = 32) -> list[str]:
     """A query's words as the keyword index spells its terms (``unicode61 remove_diacritics 2``: lower case,
     accents folded, split at anything not a letter or digit), without stop words. They are quoted in the MATCH
     expression, so no word can act as an FTS5 operator."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-    words = [w for w in _TERM.findall(folded) if w not in _STOP]
+    words = [w for w in index_words(text) if w not in _STOP]
     return list(dict.fromkeys(words))[:max_terms]
 
 
@@ -96,10 +105,14 @@ class KeywordIndex(DocumentRegistry):
     """Chunk texts and BM25 over them, in the registry's file: a search filters by the registry's access tables
     inside its SQL."""
 
+    # From this many chunks on, searches take the array path (``rag.keyword_scale``); smaller stores the exact one.
+    SCALE_FROM = 100_000
+
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._chunk_writes = 0  # bumped by chunk writes: the keyword statistics cache keys on it
         self._stats: dict[tuple, tuple[int, float]] = {}
+        self._scale = keyword_scale.KeywordScale()
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         super()._create_schema(conn)
@@ -165,10 +178,15 @@ class KeywordIndex(DocumentRegistry):
         The statistics BM25 weighs words by (how many chunks hold each word, how many chunks there are, their
         mean length) are those of the caller's chunks only: FTS5's own ``bm25()`` counts every chunk, so a
         caller could tell from the scores whether documents hidden from them hold a word. Which words are too
-        common to search (``common_share``) is decided on the caller's chunks too."""
+        common to search (``common_share``) is decided on the caller's chunks too. A store of ``SCALE_FROM``
+        chunks or more takes the array path (``rag.keyword_scale``): the same scores, in milliseconds."""
         words = fts_terms(query)
         if not words:
             return []
+        key = (self._chunk_writes, self.vectors_version())  # chunk writes here; vector writes of any process
+        with self._reader() as conn:
+            if self._scale.applies(conn, key, self.SCALE_FROM):
+                return self._scale.search(self, conn, key, words, top_k, tokens, filters, common_share)
         visible, params = self._visible_chunks(tokens, filters)
         hits: dict[str, list[tuple[str, int, int]]] = {}
         with self._reader() as conn:
