@@ -157,3 +157,40 @@ def test_a_save_with_too_few_rows_left_drops_the_ivf_and_trains_again_past_min_r
     loaded.remove([f"c{i}" for i in range(1500)])
     loaded.save(tmp_path / "b")  # nothing left at all
     assert not loaded.trained and loaded.search(vectors[5], 3) == []
+
+
+def test_writes_made_while_a_new_ivf_trains_are_in_it_once_it_is_swapped_in(monkeypatch):
+    """Training and filling run outside the lock; these writes land after the rows were read, before the swap."""
+    import faiss
+
+    from rag.vector_index import ExactIndex
+
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(1200, DIM)).astype("f4")
+    ids, docs = [f"c{i}" for i in range(1200)], [f"d{i % 12}" for i in range(1200)]
+    index, exact = IvfIndex(min_rows=1000, exact_below=0, nprobe=10_000), ExactIndex()  # every list probed
+    exact.add(ids, docs, vectors)
+    index.add(ids[:1000], docs[:1000], vectors[:1000])  # not trained yet: exactly min_rows
+    new_vectors = rng.normal(size=(5, DIM)).astype("f4")
+    real = faiss.IndexIVFFlat
+
+    class WritesWhileFilling(real):
+        written = False
+
+        def add_with_ids(self, x, labels):  # noqa: ANN001, ANN202 - after the rows were read, before the swap
+            if not self.written:
+                self.written = True
+                index.remove(["c3", "c4"])  # removed
+                index.add(["c5", "c6"], ["d5", "d6"], new_vectors[:2])  # replaced
+                index.add(["new0", "new1", "new2"], ["d0", "d1", "d2"], new_vectors[2:])  # added
+            return real.add_with_ids(self, x, labels)
+
+    monkeypatch.setattr(faiss, "IndexIVFFlat", WritesWhileFilling)
+    index.add(ids[1000:], docs[1000:], vectors[1000:])  # past min_rows: trains, with the writes in the middle
+    assert index.trained and index._journal is None
+    exact.remove(["c3", "c4"])
+    exact.add(["c5", "c6"], ["d5", "d6"], new_vectors[:2])
+    exact.add(["new0", "new1", "new2"], ["d0", "d1", "d2"], new_vectors[2:])
+    for q in [*rng.normal(size=(10, DIM)).astype("f4"), *new_vectors, vectors[3], vectors[5]]:
+        for allowed in (None, ["d0", "d5"], ["d3", "d4", "d6"], ["d1"]):
+            assert [c for c, _ in index.search(q, 8, allowed)] == [c for c, _ in exact.search(q, 8, allowed)]
