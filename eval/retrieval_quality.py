@@ -199,6 +199,7 @@ def ingest_for_eval(
 ) -> Indexed:
     """Ingest ``paths`` into a fresh store under ``data_dir`` with ``backend`` (or a loaded ``embedder``)."""
     from rag.container import build_store
+    from rag.ivf_index import IvfIndex
 
     settings = make_settings(data_dir, backend, chunk_tokens, overlap_tokens)
     note = ""
@@ -212,6 +213,8 @@ def ingest_for_eval(
     seconds = time.perf_counter() - started
     if not report.chunks_embedded:
         raise RuntimeError(f"{backend}: nothing was indexed: {report.summary()}")
+    if isinstance(index := store.index, IvfIndex) and index.trained:  # forced on (retrieval.ivf_min_rows below
+        index.retrain()  # the set's size): trained on the whole set, as a store is after its next save
     return Indexed(embedder, store, seconds, store.count(), len(report.files), note)
 
 

@@ -160,6 +160,10 @@ class IvfIndex(ExactIndex):
             again = touched[touched < self._size]
             self._index_rows(np.unique(again[self._doc_of[again] >= 0]))
 
+    def retrain(self) -> None:
+        """Train the IVF again now, on every live row (a save does this when it has gone stale)."""
+        self._train()
+
     def _untrain(self) -> None:
         """Back to the exact index alone: too few rows left for an IVF to pay (trained again past ``min_rows``)."""
         self._ann, self._mapped, self._trained_on = None, False, 0
