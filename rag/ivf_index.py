@@ -26,6 +26,7 @@ scored again exactly from the exact side's vectors, so the scores returned are e
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,7 @@ MIN_ROWS = 200_000  # below this many chunks, the exact index serves every searc
 EXACT_BELOW = 20_000  # at most this many permitted rows: an exact scan of those rows
 NPROBE = 256
 BLOCK = 4096  # rows gathered at a time by the exact scan of permitted rows
+FILTERS_KEPT = 32  # callers' filters kept (see IvfIndex._filter)
 RETRAIN_STALE = 0.2  # a save retrains when more than this share of the IVF's entries are stale
 RETRAIN_GROWTH = 4  # ... or when the live rows are this many times those it was trained on
 CODECS = ("flat", "sq8")
@@ -75,6 +77,8 @@ class IvfIndex(ExactIndex):
         self._label_row = np.zeros(0, dtype=np.int64)  # faiss label -> row; -1: stale (removed or replaced)
         self._row_label = np.zeros(0, dtype=np.int64)  # row -> faiss label; -1: not in the ann (pending)
         self._journal: set[int] | None = None  # while a new IVF is trained: the rows written meanwhile
+        self._state = 0  # bumped by every change of rows or labels: cached filters of an older state are rebuilt
+        self._filters: OrderedDict[int, tuple] = OrderedDict()  # see _filter
 
     @property
     def trained(self) -> bool:
@@ -87,6 +91,7 @@ class IvfIndex(ExactIndex):
         return self._row_label
 
     def _dropped(self, rows: list[int]) -> None:
+        self._state += 1
         if self._journal is not None:
             self._journal.update(rows)
         if self._ann is not None:
@@ -103,6 +108,7 @@ class IvfIndex(ExactIndex):
         """Add these rows' current vectors to the (unmapped) ann under fresh labels."""
         if rows.size == 0:
             return
+        self._state += 1
         labels = np.arange(self._label_row.size, self._label_row.size + rows.size, dtype=np.int64)
         self._ann.add_with_ids(self._gather(rows), labels)  # type: ignore[union-attr]
         self._label_row = np.concatenate([self._label_row, rows.astype(np.int64)])
@@ -153,6 +159,7 @@ class IvfIndex(ExactIndex):
             label_row = live.copy()
             label_row[np.isin(live, touched)] = -1  # written since they were read: stale in the new IVF
             self._ann, self._mapped, self._trained_on = ann, False, int(live.size)
+            self._state += 1
             self._label_row = label_row
             self._row_label = np.full(self._size, -1, dtype=np.int64)
             held = np.flatnonzero(label_row >= 0)
@@ -167,6 +174,7 @@ class IvfIndex(ExactIndex):
     def _untrain(self) -> None:
         """Back to the exact index alone: too few rows left for an IVF to pay (trained again past ``min_rows``)."""
         self._ann, self._mapped, self._trained_on = None, False, 0
+        self._state += 1
         self._label_row = np.zeros(0, dtype=np.int64)
         self._row_label = np.zeros(0, dtype=np.int64)
 
@@ -175,6 +183,7 @@ class IvfIndex(ExactIndex):
             super().add(ids, doc_ids, vectors)  # replaced rows' labels forgotten (_dropped)
             if not ids:
                 return
+            self._state += 1
             rows = np.unique(self._rows_of(ids))
             if self._journal is not None:
                 self._journal.update(rows.tolist())
@@ -195,28 +204,50 @@ class IvfIndex(ExactIndex):
             q = np.asarray(query, dtype=np.float32)
             norm = float(np.linalg.norm(q))
             q = q / norm if norm else q
-            keep = self._permitted(allowed_docs)
-            permitted = np.flatnonzero(keep)
+            permitted, bits, pending = self._filter(allowed_docs)
             if permitted.size <= self.exact_below:
                 return self._scan(q, permitted, top_k)
-            hits = self._scan(q, self._ann_candidates(q, keep, top_k), top_k)
+            hits = self._scan(q, self._ann_candidates(q, bits, pending, top_k), top_k)
             if len(hits) < min(top_k, permitted.size):  # the probed lists held too few permitted rows
                 return self._scan(q, permitted, top_k)
             return hits
 
-    def _ann_candidates(self, q: np.ndarray, keep: np.ndarray, top_k: int) -> np.ndarray:
-        """Rows of the ann's top-k among the permitted ones, with the permitted rows it does not hold yet."""
+    def _filter(self, allowed_docs: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The caller's permitted rows, the bitmap of their IVF labels (None when the exact scan will serve) and the
+        permitted rows the IVF does not hold yet. Building them is linear in the rows (about 10 ms a million), so
+        they are kept per allowed-list object until the index changes: the retriever hands the same cached list to
+        every search of a caller until access changes. The list must not be changed in place after a search."""
+        key = id(allowed_docs)
+        size = None if allowed_docs is None else len(allowed_docs)
+        hit = self._filters.get(key)
+        if hit is not None and hit[0] is allowed_docs and hit[1:3] == (size, self._state):
+            self._filters.move_to_end(key)
+            return hit[3]
+        keep = self._permitted(allowed_docs)
+        permitted = np.flatnonzero(keep)
+        bits, pending = None, permitted[:0]
+        if permitted.size > self.exact_below:
+            labels = self._label_row
+            allowed = labels >= 0
+            allowed[allowed] = keep[labels[allowed]]
+            bits = np.packbits(allowed, bitorder="little")
+            pending = np.flatnonzero(keep & (self._row_labels()[: self._size] < 0))
+        value = (permitted, bits, pending)
+        self._filters[key] = (allowed_docs, size, self._state, value)
+        while len(self._filters) > FILTERS_KEPT:
+            self._filters.popitem(last=False)
+        return value
+
+    def _ann_candidates(self, q: np.ndarray, bits: np.ndarray, pending: np.ndarray, top_k: int) -> np.ndarray:
+        """Rows of the ann's top-k among the permitted ones (``bits``: their labels), with ``pending``: the
+        permitted rows it does not hold yet."""
         faiss = _faiss()
         labels = self._label_row
-        allowed = labels >= 0
-        allowed[allowed] = keep[labels[allowed]]
-        bits = np.packbits(allowed, bitorder="little")
         params = faiss.SearchParametersIVF(
-            sel=faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bits)), nprobe=min(self.nprobe, self._ann.nlist)
+            sel=faiss.IDSelectorBitmap(labels.size, faiss.swig_ptr(bits)), nprobe=min(self.nprobe, self._ann.nlist)
         )
         _, found = self._ann.search(q[None, :], top_k, params=params)
         rows = labels[found[0][found[0] >= 0]]
-        pending = np.flatnonzero(keep & (self._row_labels()[: self._size] < 0))
         return np.unique(np.concatenate([rows, pending]))
 
     def _scan(self, q: np.ndarray, rows: np.ndarray, top_k: int) -> list[tuple[str, float]]:
@@ -286,6 +317,7 @@ class IvfIndex(ExactIndex):
         with self._lock:  # the rows and the ann replaced together, under one hold of the lock
             self.restore(saved, path)
             self._ann, self._mapped = ann, ann is not None
+            self._state += 1
             self._label_row = np.array(label_row) if label_row is not None else np.zeros(0, dtype=np.int64)
             self._trained_on = saved.info.get("trained_on", 0)
             self._row_label = np.full(self._size, -1, dtype=np.int64)

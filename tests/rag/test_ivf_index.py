@@ -194,3 +194,26 @@ def test_writes_made_while_a_new_ivf_trains_are_in_it_once_it_is_swapped_in(monk
     for q in [*rng.normal(size=(10, DIM)).astype("f4"), *new_vectors, vectors[3], vectors[5]]:
         for allowed in (None, ["d0", "d5"], ["d3", "d4", "d6"], ["d1"]):
             assert [c for c, _ in index.search(q, 8, allowed)] == [c for c, _ in exact.search(q, 8, allowed)]
+
+
+def test_a_caller_s_cached_filter_follows_every_change_of_the_index():
+    index, vectors = filled()  # trained; 10 documents of 150 rows: the IVF path serves a 2-document caller
+    allowed = ["d1", "d2"]  # one list object, as the retriever hands its cached list to every search of a caller
+    queries = np.random.default_rng(5).normal(size=(5, DIM)).astype("f4")
+
+    def same_as_a_fresh_list() -> None:
+        for q in queries:
+            assert index.search(q, 10, allowed) == index.search(q, 10, list(allowed))
+
+    same_as_a_fresh_list()
+    index.add(["x"], ["d1"], [queries[0]])  # a new permitted row, nearest to the query
+    assert index.search(queries[0], 1, allowed)[0][0] == "x"
+    index.add(["y"], ["d7"], [queries[1]])  # a new forbidden row, nearest to the query
+    assert "y" not in [c for c, _ in index.search(queries[1], 10, allowed)]
+    index.remove(["x"])
+    assert "x" not in [c for c, _ in index.search(queries[0], 10, allowed)]
+    index.add(["c1"], ["d1"], [queries[2]])  # replaced: found by its new vector
+    assert index.search(queries[2], 1, allowed)[0][0] == "c1"
+    index.retrain()
+    same_as_a_fresh_list()
+    assert all(int(c[1:]) % 10 in (1, 2) for c, _ in index.search(queries[1], 50, allowed))  # c<row>: doc row % 10
