@@ -84,6 +84,11 @@ class IvfIndex(ExactIndex):
     def trained(self) -> bool:
         return self._ann is not None
 
+    @property
+    def nlist(self) -> int:
+        """The IVF's clusters (0 before it is trained)."""
+        return int(self._ann.nlist) if self._ann is not None else 0
+
     def _row_labels(self) -> np.ndarray:
         if self._row_label.size < self._size:
             extra = max(self._size - self._row_label.size, self._row_label.size)
