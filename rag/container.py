@@ -84,6 +84,7 @@ def build_store(settings: Settings) -> ChromaStore:
             min_rows=retrieval.ivf_min_rows,
             exact_below=retrieval.ivf_exact_below,
             nprobe=retrieval.ivf_nprobe,
+            codec=retrieval.ivf_codec,
         )
     return ChromaStore(settings.data_dir / "chroma", settings.collection, server=server, new_index=new_index)
 

@@ -203,6 +203,13 @@ class RetrievalSettings(Section):
     ivf_exact_below: int = Field(
         20_000, ge=0, description="dense_index ivf: a caller permitted at most this many chunks gets an exact scan."
     )
+    ivf_codec: Literal["flat", "sq8"] = Field(
+        "flat",
+        description=(
+            "dense_index ivf: how the IVF stores vectors: flat (float32) or sq8 (8-bit scalar quantised: a quarter "
+            "of the memory; candidates are rescored exactly). sq8 for 5M+ chunks; see the README's table."
+        ),
+    )
     ivf_nprobe: int = Field(
         256, ge=1, description="dense_index ivf: clusters searched per query (of about 4 x sqrt(chunks)); recall/speed."
     )

@@ -71,12 +71,13 @@ def test_the_setting_chooses_the_store_s_index(tmp_path):
 
     for choice, kind in (("exact", ExactIndex), ("ivf", IvfIndex)):
         retrieval = {"dense_index": choice, "ivf_min_rows": 10, "ivf_exact_below": 5, "ivf_nprobe": 3}
+        retrieval["ivf_codec"] = "sq8"
         store = build_store(Settings(data_dir=tmp_path / choice, retrieval=retrieval))
         try:
             index = store.keeper._new_index()
             assert type(index) is kind
             if kind is IvfIndex:
-                assert (index.min_rows, index.exact_below, index.nprobe) == (10, 5, 3)
+                assert (index.min_rows, index.exact_below, index.nprobe, index.codec) == (10, 5, 3, "sq8")
         finally:
             store.close()
     assert Settings(data_dir=tmp_path).retrieval.dense_index == "exact"
