@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--ivf-min-rows", type=int, help="IvfIndex min_rows (default: the product's)")
     parser.add_argument("--ivf-exact-below", type=int, help="IvfIndex exact_below (default: the product's)")
+    parser.add_argument("--ivf-nprobe", type=int, help="IvfIndex nprobe (default: the product's)")
     parser.add_argument("--workers", action="store_true", help="also two workers on a Chroma server, and a delta")
     parser.add_argument("--dense-only", action="store_true", help="the dense leg alone (IvfIndex), no store")
     parser.add_argument("--codec", choices=["flat", "sq8"], default="flat", help="IvfIndex codec (--dense-only)")
@@ -250,7 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     IVF_OPTIONS.update(
-        {name: value for name in ("min_rows", "exact_below") if (value := getattr(args, f"ivf_{name}")) is not None}
+        {
+            name: value
+            for name in ("min_rows", "exact_below", "nprobe")
+            if (value := getattr(args, f"ivf_{name}")) is not None
+        }
     )
     folder, cache = args.data / f"{args.index}-{args.n}", args.vectors
     if args.phase == "queries":
