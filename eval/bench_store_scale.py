@@ -218,18 +218,21 @@ def dense_only(args: argparse.Namespace) -> dict:
     result: dict = {"n": args.n, "codec": args.codec, "build_s": round(time.perf_counter() - started, 1)}
     result |= {"nlist": index.nlist, "nprobe": index.nprobe, "memory": memory()}
     print(f"  built: {json.dumps(result)}", flush=True)
-    for s in corpus.SELECTIVITIES:
-        allowed = [f"d{d}" for d in np.load(data / f"docs_{s}.npy")]  # one list per caller, as the retriever's
-        queries, truth = np.load(data / f"q_{s}.npy")[: args.queries], np.load(data / f"gt_{s}.npy")
-        times, got = [], []
-        for q in queries:
-            t0 = time.perf_counter()
-            hits = index.search(q, K, allowed)
-            times.append(time.perf_counter() - t0)
-            got.append([cid for cid, _ in hits])
-        want = [[chunk_id(int(r)) for r in row if r >= 0] for row in truth[: len(queries)]]
-        result[f"s{s}"] = percentiles(times) | {"recall": recall(got, want), "documents": len(allowed)}
-        print(f"  1/{s}: {json.dumps(result[f's{s}'])}", flush=True)
+    for nprobe in [int(p) for p in args.nprobes.split(",")] if args.nprobes else [index.nprobe]:
+        index.nprobe = nprobe
+        for s in corpus.SELECTIVITIES:
+            allowed = [f"d{d}" for d in np.load(data / f"docs_{s}.npy")]  # one list per caller, as the retriever's
+            queries, truth = np.load(data / f"q_{s}.npy")[: args.queries], np.load(data / f"gt_{s}.npy")
+            times, got = [], []
+            for q in queries:
+                t0 = time.perf_counter()
+                hits = index.search(q, K, allowed)
+                times.append(time.perf_counter() - t0)
+                got.append([cid for cid, _ in hits])
+            want = [[chunk_id(int(r)) for r in row if r >= 0] for row in truth[: len(queries)]]
+            figures = percentiles(times) | {"recall": recall(got, want), "documents": len(allowed)}
+            result[f"nprobe{nprobe}_s{s}"] = figures
+            print(f"  nprobe {nprobe}, 1/{s}: {json.dumps(figures)}", flush=True)
     return result
 
 
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", action="store_true", help="also two workers on a Chroma server, and a delta")
     parser.add_argument("--dense-only", action="store_true", help="the dense leg alone (IvfIndex), no store")
     parser.add_argument("--codec", choices=["flat", "sq8"], default="flat", help="IvfIndex codec (--dense-only)")
+    parser.add_argument("--nprobes", help="comma-separated nprobe values to measure in turn (--dense-only)")
     parser.add_argument("--phase", choices=["all", "queries", "worker"], default="all", help=argparse.SUPPRESS)
     parser.add_argument("--server", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
