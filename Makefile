@@ -76,7 +76,7 @@ bench-gpu: setup
 # at 5,000,000 (issue 16). Builds its stores once under /tmp (about 10 GB, an hour); reruns reuse them.
 bench-scale: setup
 	$(BIN)/python -m eval.bench_store_scale --n 1000000 --workers --out eval/results/scale/store_1m.json
-	$(BIN)/python -m eval.bench_store_scale --dense-only --n 5000000 --out eval/results/scale/dense_5m.json
+	$(BIN)/python -m eval.bench_store_scale --dense-only --n 5000000 --codec sq8 --nprobes 128,256 --out eval/results/scale/dense_5m.json
 
 bench-big-pdf: setup
 	$(BIN)/python -m eval.bench_big_pdf
