@@ -184,12 +184,11 @@ class KeywordIndex(DocumentRegistry):
         if not words:
             return []
         key = (self._chunk_writes, self.vectors_version())  # chunk writes here; vector writes of any process
+        hits: dict[str, list[tuple[str, int, int]]] = {}
         with self._reader() as conn:
             if self._scale.applies(conn, key, self.SCALE_FROM):
                 return self._scale.search(self, conn, key, words, top_k, tokens, filters, common_share)
-        visible, params = self._visible_chunks(tokens, filters)
-        hits: dict[str, list[tuple[str, int, int]]] = {}
-        with self._reader() as conn:
+            visible, params = self._visible_chunks(tokens, filters)
             total, mean_length = self._visible_stats(conn, visible, params, tokens, filters)
             limit = max(common_share * total, COMMON_FLOOR)  # a small index is fast anyway: keep every word
             # How many chunks of all hold each word, counted no further than ``limit + 1``: fts5vocab's count reads

@@ -6,15 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rag.docstore import DocStore
-
-
-def _add(store: DocStore, doc_id: str, text: str, acl: list[str]) -> None:
-    store.begin(doc_id, f"/docs/{doc_id}.md", acl)
-    store.put_chunks([(f"{doc_id}-0", doc_id, text, text)])
-    store.commit(
-        doc_id, path=f"/docs/{doc_id}.md", title=doc_id, doc_type="md", content_hash=doc_id, size_bytes=1,
-        chunk_count=1, acl=acl,
-    )  # fmt: skip
+from tests.rag.test_keyword_statistics import add_document as _add
 
 
 def test_searches_see_the_last_commit_without_waiting_for_a_write(tmp_path: Path):
