@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rag.errors import ConfigError
+from rag.settings_auth import AuthSettings, ConversationSettings
 from rag.settings_sections import (
     ChromaSettings,
     ChunkingSettings,
@@ -78,6 +79,8 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    conversations: ConversationSettings = Field(default_factory=ConversationSettings)
 
     @classmethod
     def settings_customise_sources(

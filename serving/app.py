@@ -56,6 +56,11 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.rate_limiter = RateLimiter(server.rate_limit)
     app.state.auth_failures = RateLimiter(server.auth_failure_limit, "server.auth_failure_limit")
     app.state.audit = audit
+    # Identity sources besides API keys, each None until configured (settings `auth`): see serving.auth.
+    app.state.proxy_identity = None  # auth.proxy: identity headers from a trusted reverse proxy
+    app.state.oidc = None  # auth.oidc: bearer access tokens checked against the provider's JWKS
+    app.state.sessions = None  # auth.oidc: the web page's server-side sessions after sign-in
+    app.state.directory = None  # auth.ldap: a signed-in user's directory groups
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_kb * 1024, max_upload_mb=server.max_upload_mb)
     app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response

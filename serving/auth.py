@@ -18,9 +18,9 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from fastapi import Depends, Request
@@ -55,6 +55,8 @@ class Principal:
     user: str | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
     role: str = "employee"
+    via: str = "key"  # how the caller proved who they are: key, oidc (bearer token), session (web sign-in), proxy
+    email: str | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -69,7 +71,8 @@ class Principal:
         return self.role == "admin"
 
 
-ANONYMOUS = Principal("anonymous")
+ANONYMOUS = Principal("anonymous", via="anonymous")
+SIGNED_IN = frozenset({"oidc", "session", "proxy"})  # identities whose groups the directory adds to
 
 
 def keys_file(settings: Settings) -> Path:
@@ -209,30 +212,66 @@ def presented_key(request: Request) -> str | None:
 
 
 def authenticate(request: Request) -> Principal:
-    """The caller, from their API key; 401 without a valid one (unless anonymous access is on), 429 past the rate
-    limit. The principal is kept on the request for logs, metrics and the audit log (and so a request checked
-    early, such as an upload before its body is read, is not checked and counted twice)."""
+    """The caller, 401 without a valid identity (unless anonymous access is on), 429 past the rate limit.
+
+    Where the identity comes from, first match wins: identity headers from a trusted proxy (``auth.proxy``; the
+    same headers from any other address are a 401), a bearer token (an OIDC access token when it is a JWT and
+    ``auth.oidc`` is set, else an API key), the web page's session cookie, and otherwise anonymous. The directory
+    (``auth.ldap``) then adds the groups of a signed-in user. The principal is kept on the request for logs,
+    metrics and the audit log (and so a request checked early, such as an upload before its body is read, is not
+    checked and counted twice)."""
     checked = getattr(request.state, "principal", None)
     if checked is not None:
         return checked
-    ring: KeyRing = request.app.state.keyring
-    key = presented_key(request)
+    state = request.app.state
     address = request.client.host if request.client else "unknown"
-    if key is None:
-        if not request.app.state.container.settings.server.allow_anonymous:
+    try:
+        principal = _identify(request, state)
+    except AuthenticationError as exc:
+        raise _refused(request, address, exc.message) from None
+    if principal is None:
+        if not state.container.settings.server.allow_anonymous:
             missing = "no API key: send 'Authorization: Bearer <key>'; an admin creates keys with `rag keys create`"
             raise _refused(request, address, missing)
-        principal = ANONYMOUS
-        caller = f"anonymous@{address}"
+        principal, caller = ANONYMOUS, f"anonymous@{address}"
     else:
-        found = ring.lookup(key)
-        if found is None:
-            raise _refused(request, address, "the API key is not valid (unknown or revoked): ask an admin for a key")
-        principal = Principal(found.name, found.user, frozenset(found.groups), found.role)
-        caller = f"key {found.name}"
+        caller = f"key {principal.name}" if principal.via == "key" else f"{principal.via} {principal.user}"
+    if principal.via in SIGNED_IN:
+        principal = _with_directory_groups(request, principal)
     request.state.principal = principal
-    request.app.state.rate_limiter.hit(caller)
+    state.rate_limiter.hit(caller)
     return principal
+
+
+def _identify(request: Request, state: Any) -> Principal | None:  # noqa: ANN401 - the app's state
+    proxy = getattr(state, "proxy_identity", None)
+    if proxy is not None:
+        principal = proxy.principal(request)
+        if principal is not None:
+            return principal
+    key = presented_key(request)
+    if key is not None:
+        verifier = getattr(state, "oidc", None)
+        if verifier is not None and verifier.looks_like_token(key):
+            return verifier.principal(key)
+        found = state.keyring.lookup(key)
+        if found is None:
+            raise AuthenticationError("the API key is not valid (unknown or revoked): ask an admin for a key")
+        return Principal(found.name, found.user, frozenset(found.groups), found.role)
+    sessions = getattr(state, "sessions", None)
+    return sessions.principal(request) if sessions is not None else None
+
+
+def _with_directory_groups(request: Request, principal: Principal) -> Principal:
+    """The directory's groups added to a signed-in user's own, and role admin for members of auth.admin_groups."""
+    state = request.app.state
+    directory = getattr(state, "directory", None)
+    groups = principal.groups
+    if directory is not None and principal.user:
+        groups = groups | directory.groups(principal.user)
+    admin_groups = state.container.settings.auth.admin_groups
+    role = "admin" if principal.is_admin or groups & set(admin_groups) else principal.role
+    return replace(principal, groups=frozenset(groups), role=role)
 
 
 def _refused(request: Request, address: str, message: str) -> AuthenticationError:
