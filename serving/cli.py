@@ -21,6 +21,7 @@ from rag.errors import ConfigError, RagError
 from rag.settings import Settings, load_settings
 from rag.storage import check_writable, disk_fault
 from serving.cli_output import console, ingest_with_progress, print_report, print_sources
+from serving.feedback_cli import feedback_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Private RAG on a local open-source LLM.")
 
@@ -204,6 +205,7 @@ def ask(
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list and revoke (stored hashed).")
 app.add_typer(keys_app, name="keys")
+app.add_typer(feedback_app, name="feedback")  # rag feedback export
 
 
 @keys_app.command("create")

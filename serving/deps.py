@@ -13,7 +13,7 @@ from rag.container import Container
 from rag.errors import InvalidRequestError, ModelNotReadyError, PromptTooLongError
 from rag.schemas import Answer
 from serving.auth import Principal, PrincipalDep
-from serving.observability import AuditLog, finish_answer
+from serving.observability import AuditLog, finish_answer, in_conversation
 
 
 def get_container(request: Request) -> Container:
@@ -46,13 +46,15 @@ class RouteAudit:
     log: AuditLog | None
     principal: Principal
     route: str
+    conversation: str | None = None  # asked in a saved conversation: its lines hold the question's hash, not text
 
     def answered(self, answer: Answer) -> None:
         """Metrics and the audit line for an answered question."""
-        finish_answer(self.log, self.principal, self.route, answer)
+        finish_answer(self.log, self.principal, self.route, answer, conversation=self.conversation)
 
     def record(self, **entry: Any) -> None:  # noqa: ANN401 - AuditLog.record's fields
         if self.log is not None:
+            entry = in_conversation(entry, self.conversation)
             self.log.record(principal=self.principal, route=self.route, **entry)
 
 

@@ -21,8 +21,9 @@ from rag.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
-from rag.schemas import Answer, RetrievedChunk, SearchFilters, Seed
+from rag.schemas import RetrievedChunk, SearchFilters, Seed
 from serving.auth import PrincipalDep
+from serving.conversations_api import ConversationAnswer, asked_in
 from serving.deps import AuditDep, ContainerDep, ReadyContainerDep, RouteAudit, check_prompt_size, has_capacity
 from serving.observability import metrics_text
 
@@ -48,6 +49,12 @@ class QueryRequest(BaseModel):
         max_length=50,
         description="Earlier turns of the chat; a follow-up question is rewritten into a standalone query.",
     )
+    conversation_id: str | None = Field(
+        None,
+        max_length=100,
+        description="Save the question and answer in this conversation of yours; without a history, its last "
+        "turns are the history.",
+    )
 
 
 class RetrieveRequest(BaseModel):
@@ -64,10 +71,16 @@ class RetrieveResponse(BaseModel):
     retrieval_ms: float
 
 
-@router.post("/v1/query", response_model=Answer, tags=["native"])
-async def query(body: QueryRequest, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep) -> Answer:
+@router.post("/v1/query", response_model=ConversationAnswer, tags=["native"])
+async def query(
+    body: QueryRequest, request: Request, principal: PrincipalDep, container: ReadyContainerDep, audit: AuditDep
+) -> ConversationAnswer:
     """Answer with citations, from the documents the caller's key may see."""
-    check_prompt_size(container, [body.question, *(t.content for t in body.history)])
+    asked = await run_in_threadpool(asked_in, request, principal, audit, body.conversation_id)
+    history = [t.model_dump() for t in body.history]
+    if asked is not None and not history:
+        history = await run_in_threadpool(asked.history, container, principal)
+    check_prompt_size(container, [body.question, *(t["content"] for t in history)])
     has_capacity(container)
     service = container.answers
     params = service.params(body.max_tokens, body.temperature, None, body.seed)
@@ -78,12 +91,13 @@ async def query(body: QueryRequest, principal: PrincipalDep, container: ReadyCon
             params=params,
             identity=principal.identity,
             filters=body.filters,
-            history=[t.model_dump() for t in body.history],
+            history=history,
         ),
         body.question,
     )
     audit.answered(answer)
-    return answer
+    saved = await run_in_threadpool(asked.save, body.question, answer) if asked is not None else {}
+    return ConversationAnswer.model_validate(answer.model_dump() | saved)
 
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse, tags=["native"])

@@ -8,11 +8,13 @@
 - The audit log (``data_dir/audit/audit.jsonl``) gets one line per answered question: who (key, user, groups),
   when, the route, the question (unless ``server.audit_questions`` is off), and the ids of the documents that
   were retrieved and cited; and one per document fetch, refused ones (404) included. It is only ever appended to.
+  A question asked in a saved conversation is logged as the conversation's id and the question's SHA-256.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import os
@@ -273,18 +275,33 @@ class AuditLog:
 
 
 def finish_answer(
-    audit: AuditLog | None, principal: Any, route: str, answer: Answer, outcome: str = "answered"
+    audit: AuditLog | None,
+    principal: Any,
+    route: str,
+    answer: Answer,
+    outcome: str = "answered",
+    conversation: str | None = None,
 ) -> None:
     """Metrics and the audit line for one answered question."""
     record_answer(answer)
     if audit is not None:
+        entry = {"question": answer.question, "retrieval_query": answer.retrieval_query}
         audit.record(
             principal=principal,
             route=route,
-            question=answer.question,
             retrieved=(str(c.metadata.get("doc_id", "")) for c in answer.chunks),
             cited=(c.document_id for c in answer.citations),
             outcome=outcome,
-            retrieval_query=answer.retrieval_query,
             found=answer.found,
+            **in_conversation(entry, conversation),
         )
+
+
+def in_conversation(entry: dict[str, Any], conversation: str | None) -> dict[str, Any]:
+    """An audit entry for a question asked in a saved conversation: the conversation's id and the question's
+    SHA-256 instead of its text (and of the rewritten query), so deleting the conversation leaves no copy here."""
+    if conversation is None:
+        return entry
+    question = entry.get("question") or ""
+    kept = {k: v for k, v in entry.items() if k not in ("question", "retrieval_query")}
+    return kept | {"conversation": conversation, "question_sha256": hashlib.sha256(question.encode()).hexdigest()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from rag.container import Container
 from rag.errors import InvalidRequestError
 from rag.schemas import Answer, Seed
 from serving.auth import Principal, PrincipalDep
+from serving.conversations_api import asked_in
 from serving.deps import AuditDep, ContainerDep, ReadyContainerDep, check_prompt_size, has_capacity
 from serving.openai_responses import Completion
 
@@ -82,6 +84,12 @@ class ChatCompletionRequest(BaseModel):
             "false (or a model id ending in ':no-rag'): the model alone on these messages, with no retrieval, no "
             "document text and no citations; e.g. for an evaluation judge."
         ),
+    )
+    conversation_id: str | None = Field(
+        None,
+        max_length=100,
+        description="Save the last user message and the answer in this conversation of yours (the reply, or the "
+        "last chunk, carries conversation_id and message_id).",
     )
     stream_options: dict | None = Field(None, description="Accepted; usage always comes in the last chunk.")
     metadata: dict | None = Field(None, description="Accepted and ignored.")
@@ -154,18 +162,20 @@ async def chat_completions(  # noqa: ANN201
     container: ReadyContainerDep,
     audit: AuditDep,
 ):
+    asked = await run_in_threadpool(asked_in, request, principal, audit, body.conversation_id)
     check_prompt_size(container, (m.text() for m in body.messages))
     has_capacity(container)
     cancel = threading.Event()
     stream = _answer_stream(body, container, principal, cancel)
     completion = Completion(container.engine.model_id)
+    save = partial(asked.save, question_of(body)) if asked is not None else None
     if not body.stream:
         answer = await run_in_threadpool(final_answer, stream)
         audit.answered(answer)
-        return completion.to_response(answer)
+        return completion.to_response(answer) | (await run_in_threadpool(save, answer) if save else {})
     # Retrieval errors (bad question, store down) surface here as a proper status, not a broken stream.
     first = await run_in_threadpool(next, stream)
-    return completion.streaming_response(_prepend(first, stream), request, audit, cancel, _asked(body))
+    return completion.streaming_response(_prepend(first, stream), request, audit, cancel, _asked(body), save)
 
 
 def _answer_stream(

@@ -6,12 +6,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from rag.answering import Generating, TextDelta
 from rag.schemas import Answer
@@ -87,10 +87,12 @@ class Completion:
         audit: RouteAudit,
         cancel: threading.Event,
         asked: str,
+        save: Callable[[Answer], dict] | None = None,
     ) -> StreamingResponse:
-        """The answer stream as SSE; ``asked`` is the question for the audit line when no answer comes."""
+        """The answer stream as SSE; ``asked`` is the question for the audit line when no answer comes; ``save``
+        keeps a complete answer (in a conversation) and gives the fields the last chunk adds."""
         return StreamingResponse(
-            self._sse(events, request, audit, cancel, asked), media_type="text/event-stream", headers=SSE_HEADERS
+            self._sse(events, request, audit, cancel, asked, save), media_type="text/event-stream", headers=SSE_HEADERS
         )
 
     async def _sse(
@@ -100,6 +102,7 @@ class Completion:
         audit: RouteAudit,
         cancel: threading.Event,
         asked: str,
+        save: Callable[[Answer], dict] | None = None,
     ) -> AsyncIterator[str]:
         outcome = "client disconnected"
         try:
@@ -113,7 +116,8 @@ class Completion:
                     elif isinstance(event, Answer):
                         outcome = "answered"
                         audit.answered(event)
-                        yield self.to_sse({}, "stop", usage=usage_of(event), **extras_of(event))
+                        saved = await run_in_threadpool(save, event) if save else {}
+                        yield self.to_sse({}, "stop", usage=usage_of(event), **extras_of(event), **saved)
             except Exception as exc:  # noqa: BLE001 - the 200 is sent: the error becomes the last event, then [DONE]
                 problem = stream_problem(exc)
                 outcome = f"failed: {problem['code']}"
