@@ -183,3 +183,18 @@ def test_since_takes_iso_dates_and_times_and_refuses_anything_else():
     assert since_iso("2026-06-01T09:30:00+02:00") == "2026-06-01T07:30:00.000000+00:00"
     with pytest.raises(InvalidRequestError, match="not an ISO date"):
         since_iso("last week")
+
+
+def test_two_stores_on_one_file_as_two_server_processes_see_each_others_writes(tmp_path: Path):
+    path = tmp_path / "conversations.sqlite3"
+    first, second = ConversationStore(path), ConversationStore(path)
+    made = first.create("alice", "Shared")
+    _, answer_id = second.append("alice", made["id"], "Where is Gnuquill?", answer("Gnuquill is here."))
+    assert first.get("alice", made["id"])["messages"][1]["id"] == answer_id
+    first.list("alice")  # the first store's connection has read the pages too
+    second.delete("alice", made["id"])
+    with pytest.raises(NotFoundError):
+        first.get("alice", made["id"])
+    assert not any(b"Gnuquill" in p.read_bytes() for p in tmp_path.iterdir())
+    first.close()
+    second.close()
