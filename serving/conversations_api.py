@@ -29,7 +29,7 @@ from serving.observability import PROCESS
 
 router = APIRouter(tags=["conversations"])
 FEEDBACK = Counter("rag_feedback", "Ratings of answers, by rating.", ["rating"], registry=PROCESS)
-HISTORY_TURNS = 10  # stored messages a /v1/query in a conversation takes as its history when it sends none
+HISTORY_MESSAGES = 4  # stored messages a /v1/query in a conversation takes as its history when it sends none
 OFF = "saved conversations are off on this server (conversations.enabled: false): ask an admin to turn them on"
 
 
@@ -208,9 +208,10 @@ class Asked:
         return {"conversation_id": self.conversation_id, "message_id": message_id}
 
     def history(self, container: Container, principal: Principal) -> list[dict[str, str]]:
-        """The last turns as the caller may see them now (a withheld answer's notice, not its text)."""
+        """The last two turns as the caller may see them now (a withheld answer's notice, not its text): they only
+        shape the search query of a follow-up (``rag.rewrite``)."""
         shown = as_seen_now(container, self.store.get(self.owner, self.conversation_id), principal)
-        return [{"role": m["role"], "content": m["content"][:8000]} for m in shown["messages"][-HISTORY_TURNS:]]
+        return [{"role": m["role"], "content": m["content"][:2000]} for m in shown["messages"][-HISTORY_MESSAGES:]]
 
 
 def asked_in(request: Request, principal: Principal, audit: RouteAudit, conversation_id: str | None) -> Asked | None:

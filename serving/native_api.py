@@ -77,11 +77,11 @@ async def query(
 ) -> ConversationAnswer:
     """Answer with citations, from the documents the caller's key may see."""
     asked = await run_in_threadpool(asked_in, request, principal, audit, body.conversation_id)
+    check_prompt_size(container, [body.question, *(t.content for t in body.history)])
+    has_capacity(container)
     history = [t.model_dump() for t in body.history]
     if asked is not None and not history:
         history = await run_in_threadpool(asked.history, container, principal)
-    check_prompt_size(container, [body.question, *(t["content"] for t in history)])
-    has_capacity(container)
     service = container.answers
     params = service.params(body.max_tokens, body.temperature, None, body.seed)
     answer = await run_in_threadpool(

@@ -137,7 +137,7 @@ def _audit(container: Container) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_the_openai_client_asks_in_a_conversation_streamed_and_not(client: httpx.Client):
+def test_the_openai_client_asks_in_a_conversation_streamed_and_not(client: httpx.Client, container: Container):
     cid = client.post("/v1/conversations", headers=auth("alice")).json()["id"]
     ai = openai.OpenAI(base_url=str(client.base_url) + "/v1", api_key=TEST_KEYS["alice"][0], max_retries=0)
     question = [{"role": "user", "content": "How long must passphrases be?"}]
@@ -153,6 +153,8 @@ def test_the_openai_client_asks_in_a_conversation_streamed_and_not(client: httpx
     assert got[3]["content"] == "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     with pytest.raises(openai.NotFoundError):
         ai.chat.completions.create(model="echo", messages=question, extra_body={"conversation_id": "conv_nope"})
+    asked = [x for x in _audit(container) if x.get("conversation") == cid]
+    assert len(asked) == 2 and not any("passphrases" in json.dumps(x) for x in _audit(container))
 
 
 def test_conversations_survive_a_restart(settings: Settings, container: Container):
