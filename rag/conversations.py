@@ -135,7 +135,10 @@ class ConversationStore(SQLiteFile):
         rows = self._read(
             "SELECT id, role, content, created, answer FROM messages WHERE conversation_id = ? ORDER BY seq", (cid,)
         )
-        conversation["messages"] = [_message(*row) for row in rows]
+        rated = dict(
+            self._read("SELECT message_id, rating FROM feedback WHERE conversation_id = ? AND user = ?", (cid, owner))
+        )
+        conversation["messages"] = [_message(*row, rated) for row in rows]
         return conversation
 
     def check_owner(self, owner: str, cid: str) -> None:
@@ -263,9 +266,10 @@ def _delete(conn: sqlite3.Connection, ids: list[str]) -> None:
         conn.execute("DELETE FROM conversations WHERE id = ?", (cid,))
 
 
-def _message(mid: str, role: str, content: str, created: str, details: str | None) -> dict:
+def _message(mid: str, role: str, content: str, created: str, details: str | None, rated: dict[str, str]) -> dict:
+    """A stored message; an answer with its fields and the owner's rating of it (up, down or null)."""
     message = {"id": mid, "role": role, "content": content, "created": created}
-    return message | json.loads(details) if details else message
+    return message | json.loads(details) | {"rating": rated.get(mid)} if details else message
 
 
 def _missing(cid: str) -> NotFoundError:

@@ -127,8 +127,10 @@ def test_a_rating_copies_the_stored_answer_and_a_second_one_replaces_it(store: C
         store.rate("bob", answer_id, "up")  # not bob's conversation
     with pytest.raises(NotFoundError):
         store.rate("alice", question_id, "up")  # a question is not an answer
+    assert store.get("alice", conversation["id"])["messages"][1]["rating"] is None
     first = store.rate("alice", answer_id, "down", "too vague")
     second = store.rate("alice", answer_id, "up")
+    assert store.get("alice", conversation["id"])["messages"][1]["rating"] == "up"
     [row] = store.feedback()
     assert second["id"] == first["id"] == row["id"]
     assert row["rating"] == "up" and row["comment"] == "" and row["user"] == "alice"
