@@ -19,6 +19,7 @@ from serving.deps import valid_unicode
 from serving.middleware import BodyLimitMiddleware
 from serving.observability import AuditLog, ObservabilityMiddleware
 from serving.problems import install_error_handlers
+from serving.proxy_auth import proxy_identity
 
 if TYPE_CHECKING:
     from starlette.types import Lifespan
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.auth_failures = RateLimiter(server.auth_failure_limit, "server.auth_failure_limit")
     app.state.audit = audit
     # Identity sources besides API keys, each None until configured (settings `auth`): see serving.auth.
-    app.state.proxy_identity = None  # auth.proxy: identity headers from a trusted reverse proxy
+    app.state.proxy_identity = proxy_identity(container.settings.auth.proxy, audit)  # auth.proxy: trusted headers
     app.state.oidc = None  # auth.oidc: bearer access tokens checked against the provider's JWKS
     app.state.sessions = None  # auth.oidc: the web page's server-side sessions after sign-in
     app.state.directory = None  # auth.ldap: a signed-in user's directory groups
