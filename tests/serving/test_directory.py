@@ -130,6 +130,20 @@ def test_a_wrong_bind_password_grants_nothing(ldap):
         groups("ann")
 
 
+def test_start_tls_and_ldaps_check_the_directorys_certificate(caplog):
+    with running_slapd(tls=True) as ldap:
+        for tls in ({"start_tls": True}, {"url": ldap.ldaps_url}):
+            with_ca = Directory(LdapSettings(**ldap.settings(ca_file=ldap.ca_file, **tls)))
+            assert with_ca.groups("ann") == {"hr", "all-staff"}, tls
+            with pytest.raises(DirectoryUnavailableError):  # the system's CAs do not know the test CA
+                Directory(LdapSettings(**ldap.settings(**tls))).groups("ann")
+        other_name = ldap.settings(url=ldap.url.replace("127.0.0.1", "localhost"), start_tls=True, ca_file=ldap.ca_file)
+        with pytest.raises(DirectoryUnavailableError):  # the certificate is for 127.0.0.1 only
+            Directory(LdapSettings(**other_name)).groups("ann")
+    failures = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 3 and all("certificate" in f.lower() for f in failures), failures
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
