@@ -75,10 +75,7 @@ class Directory:
         self.clock = clock
         self.server = _server(settings)  # ldap3 is imported here, when a directory is configured
         for wanted, placeholder in (("user_filter", "{user}"), ("group_filter", "{dn}")):
-            if placeholder not in getattr(settings, wanted):
-                raise ConfigError(
-                    f"auth.ldap.{wanted} must contain {placeholder}, e.g. (uid={{user}}) / (member={{dn}})"
-                )
+            _check_filter(wanted, getattr(settings, wanted), placeholder)
         bad = sorted(v for v in settings.group_map.values() if not _valid_name(v))
         if bad:
             raise ConfigError(
@@ -195,6 +192,7 @@ class Directory:
             receive_timeout=max(1, math.ceil(s.timeout_s)),  # whole seconds: ldap3 packs it as an integer
             raise_exceptions=True,
             read_only=True,
+            auto_referrals=False,  # a referral (AD's DomainDnsZones...) names another server: not followed
         )
         conn.open()
         if s.start_tls:
@@ -219,6 +217,21 @@ class Directory:
         if self.audit is not None:
             who = Principal(f"directory {user}", user, after, via="directory")
             self.audit.record(principal=who, route="directory", outcome="groups changed", added=added, removed=removed)
+
+
+def _check_filter(name: str, text: str, placeholder: str) -> None:
+    """A filter without its placeholder, or that is no LDAP filter, is a ConfigError at start, not a 503 later."""
+    from ldap3.core.exceptions import LDAPInvalidFilterError
+    from ldap3.operation.search import parse_filter
+
+    if placeholder not in text:
+        raise ConfigError(f"auth.ldap.{name} must contain {placeholder}, e.g. (uid={{user}}) / (member={{dn}})")
+    try:
+        parse_filter(text.replace(placeholder, "x"), None, False, True, None, False)
+    except LDAPInvalidFilterError:
+        raise ConfigError(
+            f"auth.ldap.{name} {text!r} is not an LDAP filter: write it in parentheses, e.g. (uid={{user}})"
+        ) from None
 
 
 def _brief(exc: Exception) -> str:

@@ -44,6 +44,7 @@ def test_nested_groups_are_resolved_and_invalid_names_skipped(ldap, caplog):
     groups = Directory(LdapSettings(**ldap.settings())).groups
     assert groups("ann") == {"hr", "all-staff"}  # hr directly, all-staff through hr; "Payroll Team" skipped
     assert groups("bob") == {"engineering", "all-staff"}
+    assert groups("eve") == {"hr", "all-staff", "night-shift"}  # through "ops (night)": its DN is escaped
     assert groups("nobody") == frozenset()  # not in the directory: no directory groups
     assert "'Payroll Team' is not a valid access-group name" in caplog.text and "group_map" in caplog.text
 
@@ -152,6 +153,8 @@ def test_start_tls_and_ldaps_check_the_directorys_certificate(caplog):
         ({"url": "ldaps://127.0.0.1", "start_tls": True}, "start_tls is for ldap://"),
         ({"url": "ldap://127.0.0.1", "user_filter": "(uid=%s)"}, "user_filter must contain {user}"),
         ({"url": "ldap://127.0.0.1", "group_filter": "(member=*)"}, "group_filter must contain {dn}"),
+        ({"url": "ldap://127.0.0.1", "user_filter": "uid={user}"}, "user_filter 'uid={user}' is not an LDAP filter"),
+        ({"url": "ldap://127.0.0.1", "group_filter": "(|(member={dn})"}, "is not an LDAP filter"),
         ({"url": "ldap://127.0.0.1", "group_map": {"Payroll": "pay roll"}}, "invalid group names ['pay roll']"),
     ],
 )
