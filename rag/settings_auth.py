@@ -99,7 +99,7 @@ class ProxySettings(Section):
     trusted: list[str] = Field(
         default_factory=list,
         description="Addresses or networks (CIDR) of the proxy. Empty: off. A request from any other address "
-        "that carries the user header gets 401.",
+        "that carries any of the identity headers gets 401.",
     )
     user_header: str = Field("X-Remote-User", description="Header with the user name.")
     groups_header: str = Field("X-Remote-Groups", description="Header with the groups, separated by groups_separator.")

@@ -201,14 +201,14 @@ class Directory:
         return conn
 
     def _unreachable(self, user: str, last: _Read | None, exc: Exception) -> frozenset[str]:
-        grace = self.settings.stale_grace_s
+        grace, url, why = self.settings.stale_grace_s, self.settings.url, _brief(exc)
         if last is not None and self.clock() - last.at < self.settings.cache_ttl_s + grace:
-            log.warning("the directory cannot be read (%s): %s keeps the groups read before", _brief(exc), user)
+            log.warning("the directory %s cannot be read (%s): %s keeps the groups read before", url, why, user)
             return last.groups
-        log.error("the directory cannot be read (%s): no groups for %s", _brief(exc), user)
-        raise DirectoryUnavailableError(
-            f"the directory ({self.settings.url}) cannot be read, so your groups are unknown: retry later, or ask "
-            "an admin to check auth.ldap"
+        log.error("the directory %s cannot be read (%s): no groups for %s", url, why, user)
+        raise DirectoryUnavailableError(  # the directory's address and the cause are for the admin's log only
+            "the directory (auth.ldap) cannot be read, so your groups are unknown: retry later; an admin finds the "
+            "cause in the server log"
         )
 
     def _changed(self, user: str, before: frozenset[str], after: frozenset[str]) -> None:

@@ -120,7 +120,8 @@ def test_an_unreachable_directory_keeps_the_last_groups_for_the_grace_time_only(
     clock.now += 11
     with pytest.raises(DirectoryUnavailableError) as past:
         groups("ann")
-    assert past.value.status == 503 and ldap.url in past.value.message
+    assert past.value.status == 503 and "auth.ldap" in past.value.message and ldap.url not in past.value.message
+    assert f"the directory {ldap.url} cannot be read" in caplog.text  # the address is for the admin's log
     with pytest.raises(DirectoryUnavailableError):
         groups("bob")  # never read: unknown groups are an error, not "no groups"
 
