@@ -159,7 +159,9 @@ class Directory:
         else:
             if s.nested and members:
                 log.warning(
-                    "groups of %s nest deeper than auth.ldap.max_depth=%d: deeper ones ignored", user_dn, s.max_depth
+                    "groups of %s followed to auth.ldap.max_depth=%d levels: deeper ones, if any, are ignored",
+                    user_dn,
+                    s.max_depth,
                 )
         return names
 

@@ -21,8 +21,6 @@ from tests.fixtures.slapd import running_slapd
 from tests.serving.server import free_port, running
 from tests.serving.test_proxy_auth import QUERY, acl_container, audit_lines, seen
 
-pytestmark = pytest.mark.integration
-
 
 class Clock:
     def __init__(self) -> None:
@@ -39,6 +37,7 @@ def ldap():
         yield server
 
 
+@pytest.mark.integration
 def test_nested_groups_are_resolved_and_invalid_names_skipped(ldap, caplog):
     caplog.set_level(logging.WARNING, "serving.directory")
     groups = Directory(LdapSettings(**ldap.settings())).groups
@@ -49,16 +48,19 @@ def test_nested_groups_are_resolved_and_invalid_names_skipped(ldap, caplog):
     assert "'Payroll Team' is not a valid access-group name" in caplog.text and "group_map" in caplog.text
 
 
+@pytest.mark.integration
 def test_nesting_can_be_off_or_limited(ldap):
     assert Directory(LdapSettings(**ldap.settings(nested=False))).groups("ann") == {"hr"}
     assert Directory(LdapSettings(**ldap.settings(max_depth=1))).groups("ann") == {"hr"}
     assert Directory(LdapSettings(**ldap.settings(max_depth=2))).groups("ann") == {"hr", "all-staff"}
 
 
+@pytest.mark.integration
 def test_a_membership_cycle_ends(ldap):
     assert Directory(LdapSettings(**ldap.settings(max_depth=100))).groups("dan") == {"loop-a", "loop-b"}
 
 
+@pytest.mark.integration
 def test_group_map_and_mapped_only(ldap):
     mapping = {"Payroll Team": "payroll", "hr": "people-ops"}
     mapped = Directory(LdapSettings(**ldap.settings(group_map=mapping))).groups("ann")
@@ -67,11 +69,13 @@ def test_group_map_and_mapped_only(ldap):
     assert only == {"payroll", "people-ops"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user", ["*", "ann)(uid=*", "a*", "ann\\", "ann\x00"])
 def test_filter_characters_in_a_user_name_are_escaped(ldap, user):
     assert Directory(LdapSettings(**ldap.settings())).groups(user) == frozenset()
 
 
+@pytest.mark.integration
 def test_concurrent_first_requests_read_the_directory_once(ldap):
     directory_ = Directory(LdapSettings(**ldap.settings()))
     reads = []
@@ -86,6 +90,7 @@ def test_concurrent_first_requests_read_the_directory_once(ldap):
     assert results == [{"engineering", "all-staff"}] * 8 and reads == ["bob"]
 
 
+@pytest.mark.integration
 def test_a_removed_member_loses_the_group_after_the_ttl_and_the_change_is_audited(tmp_path):
     clock, audit = Clock(), AuditLog(tmp_path / "audit.jsonl")
     with running_slapd() as ldap:
@@ -108,6 +113,7 @@ def test_a_removed_member_loses_the_group_after_the_ttl_and_the_change_is_audite
     assert lines[1]["groups"] == ["all-staff", "engineering"]
 
 
+@pytest.mark.integration
 def test_an_unreachable_directory_keeps_the_last_groups_for_the_grace_time_only(caplog):
     clock = Clock()
     with running_slapd() as ldap:
@@ -126,12 +132,14 @@ def test_an_unreachable_directory_keeps_the_last_groups_for_the_grace_time_only(
         groups("bob")  # never read: unknown groups are an error, not "no groups"
 
 
+@pytest.mark.integration
 def test_a_wrong_bind_password_grants_nothing(ldap):
     groups = Directory(LdapSettings(**ldap.settings(bind_password="wrong"))).groups
     with pytest.raises(DirectoryUnavailableError, match="auth.ldap"):
         groups("ann")
 
 
+@pytest.mark.integration
 def test_start_tls_and_ldaps_check_the_directorys_certificate(caplog):
     with running_slapd(tls=True) as ldap:
         for tls in ({"start_tls": True}, {"url": ldap.ldaps_url}):
@@ -166,6 +174,7 @@ def test_bad_settings_are_config_errors(settings, message):
     assert directory(LdapSettings()) is None  # off without a URL
 
 
+@pytest.mark.integration
 def test_the_directory_decides_what_a_proxy_signed_user_sees(tmp_path):
     """ann signs in at nginx (no groups from the proxy); her groups come from slapd; after her removal from hr in
     the directory and the TTL, hr's and all-staff's documents are gone, while the cached read still shows them."""
@@ -190,6 +199,7 @@ def test_the_directory_decides_what_a_proxy_signed_user_sees(tmp_path):
     assert [(e["user"], e["removed"]) for e in changed] == [("ann", ["all-staff", "hr"])]
 
 
+@pytest.mark.integration
 def test_a_directory_that_is_down_at_first_sign_in_is_a_503(tmp_path):
     dead = {"url": f"ldap://127.0.0.1:{free_port()}", "timeout_s": 2}
     container = acl_container(tmp_path, auth={"proxy": {"trusted": [PROXY_ADDRESS]}, "ldap": dead})
