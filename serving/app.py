@@ -16,9 +16,11 @@ from rag.settings import Settings
 from serving import native_api, openai_api, web_ui
 from serving.auth import KeyRing, RateLimiter
 from serving.deps import valid_unicode
+from serving.directory import directory
 from serving.middleware import BodyLimitMiddleware
 from serving.observability import AuditLog, ObservabilityMiddleware
 from serving.problems import install_error_handlers
+from serving.proxy_auth import proxy_identity
 
 if TYPE_CHECKING:
     from starlette.types import Lifespan
@@ -57,10 +59,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.auth_failures = RateLimiter(server.auth_failure_limit, "server.auth_failure_limit")
     app.state.audit = audit
     # Identity sources besides API keys, each None until configured (settings `auth`): see serving.auth.
-    app.state.proxy_identity = None  # auth.proxy: identity headers from a trusted reverse proxy
+    app.state.proxy_identity = proxy_identity(container.settings.auth.proxy, audit)  # auth.proxy: trusted headers
     app.state.oidc = None  # auth.oidc: bearer access tokens checked against the provider's JWKS
     app.state.sessions = None  # auth.oidc: the web page's server-side sessions after sign-in
-    app.state.directory = None  # auth.ldap: a signed-in user's directory groups
+    app.state.directory = directory(container.settings.auth.ldap, audit)  # auth.ldap: a signed-in user's groups
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_kb * 1024, max_upload_mb=server.max_upload_mb)
     app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response
