@@ -25,6 +25,7 @@ from tests.fixtures.oidc import (
     WEB_SECRET,
     RunningProvider,
     SigningKey,
+    finish_sign_in,
     running_provider,
     sign_in,
     web_client,
@@ -119,9 +120,7 @@ def test_a_bad_token_is_a_401_problem_that_names_the_failure_and_not_the_token(s
         "other audience": lambda: provider.mint(aud="urn:another-api"),
         "other issuer": lambda: provider.mint(iss="http://127.0.0.1:9"),
         "no expiry": lambda: provider.mint(exp=None),
-        "symmetric algorithm": lambda: jwt.encode(
-            jwt.decode(provider.mint(), options={"verify_signature": False}), "k"
-        ),
+        "symmetric algorithm": lambda: jwt.encode(provider.claims(provider.mint()), "a shared secret" * 3),
     }[case]()
     answer = httpx.get(f"{setup.url}/v1/models", headers=bearer(token))
     assert answer.status_code == 401, answer.text
@@ -186,6 +185,16 @@ def test_a_callback_that_this_browser_did_not_start_fails_and_is_audited(setup: 
     assert denied.headers["location"] == "/?sign_in_error=provider_error"
     failed = [e for e in setup.audit() if e["outcome"] == "sign-in failed"]
     assert any("another browser" in e["reason"] for e in failed) and any("access_denied" in e["reason"] for e in failed)
+
+
+def test_an_id_token_for_another_sign_in_nonce_is_refused(setup: Setup):
+    with httpx.Client() as browser:
+        started = browser.get(f"{setup.url}/auth/login")
+        to_provider = httpx.URL(started.headers["location"]).copy_merge_params({"nonce": "another-sign-in"})
+        answer = finish_sign_in(browser, browser.get(to_provider), "alice", "alice-pw")
+        assert answer.headers["location"] == "/?sign_in_error=token_check_failed"
+        assert "rag_session" not in browser.cookies
+    assert any("nonce" in e.get("reason", "") for e in setup.audit() if e["outcome"] == "sign-in failed")
 
 
 def test_login_refuses_a_next_that_leaves_the_site_and_asks_the_provider_with_pkce(setup: Setup):
