@@ -28,6 +28,7 @@ from tests.fixtures.oidc import (
     finish_sign_in,
     running_provider,
     sign_in,
+    sign_out_at_provider,
     web_client,
 )
 from tests.serving.server import free_port, running
@@ -150,6 +151,8 @@ def test_the_web_sign_in_sets_a_session_that_me_shows_and_sign_out_ends(setup: S
         assert str(end.copy_with(query=None)) == f"{setup.provider.issuer}/session/end"
         assert end.params["post_logout_redirect_uri"] == f"{setup.url}/"
         assert "rag_session" not in browser.cookies
+        back = sign_out_at_provider(browser, str(end))  # the provider takes this client's post-logout address
+        assert back.is_redirect and back.headers["location"] == f"{setup.url}/"
     stale = httpx.get(f"{setup.url}/auth/me", headers={"Cookie": f"rag_session={session_id}"})
     assert stale.status_code == 401 and "session has ended" in stale.json()["detail"]
     outcomes = [(e["outcome"], e["user"]) for e in setup.audit() if e["route"].startswith("/auth/")]
