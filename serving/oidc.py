@@ -49,6 +49,12 @@ def check_settings(settings: OidcSettings) -> None:
         raise ConfigError(f"auth.oidc.issuer {issuer!r} is not a URL: write the provider's issuer, https://...")
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise ConfigError("auth.oidc.issuer must be https:// (plain http only on this machine, for tests)")
+    public = urlsplit(settings.public_url or "https://default")
+    if public.scheme not in ("http", "https") or not public.hostname or public.query or public.fragment:
+        raise ConfigError(
+            f"auth.oidc.public_url {settings.public_url!r} is not this server's address: write e.g. "
+            "https://rag.example.org (the redirect URI is PUBLIC_URL/auth/callback)"
+        )
     if not settings.client_id:
         raise ConfigError("auth.oidc.client_id is empty: set the client id this server has at the provider")
     weak = [a for a in settings.algorithms if not _ASYMMETRIC.match(a)]
@@ -91,9 +97,8 @@ class OpenIdProvider:
         if self._metadata is None or self._stale():
             with self._lock:
                 if self._metadata is None and self._failed is not None and not self._may_fetch():
-                    raise IdentityProviderUnavailableError(
-                        self._failed.message
-                    )  # down: asked again after jwks_min_refresh_s, not on every request
+                    # Down: asked again after jwks_min_refresh_s, not on every request.
+                    raise IdentityProviderUnavailableError(self._failed.message)
                 if self._metadata is None or self._stale():
                     self._refresh()
         assert self._metadata is not None

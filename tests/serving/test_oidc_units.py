@@ -65,6 +65,7 @@ def test_settings_that_cannot_work_are_refused_at_start_saying_what_to_fix():
         ({"issuer": "id.example.org"}, "is not a URL"),
         ({"issuer": "http://id.example.org"}, "must be https://"),
         ({"issuer": ISSUER, "client_id": ""}, "client_id is empty"),
+        ({"issuer": ISSUER, "public_url": "rag.example.org"}, "is not this server's address"),
         ({"issuer": ISSUER, "algorithms": ["RS256", "HS256"]}, "asymmetric algorithms only"),
     ]:
         with pytest.raises(ConfigError, match=says):
