@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 
 from rag.container import Container
 from rag.settings import Settings
-from serving import native_api, openai_api, web_ui
+from serving import native_api, openai_api, signin, web_ui
 from serving.auth import KeyRing, RateLimiter
 from serving.deps import valid_unicode
 from serving.directory import directory
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
+    signin.install(app, container.settings)  # auth.oidc: app.state.oidc and app.state.sessions, /auth routes
     web_ui.install(app)
     if jobs is not None:
         # Admin keys only (403 for employees); absent (404) unless server.admin_api is true.
@@ -96,6 +97,7 @@ def _lifespan(container: Container, jobs: JobManager | None, owns_container: boo
             container.store.close()  # let go of the embedded store: another process may open it now
             if app.state.audit is not None:
                 app.state.audit.close()
+            signin.close(app)
 
     return lifespan
 
