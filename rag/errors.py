@@ -155,6 +155,13 @@ class PermissionDeniedError(RagError):
     title = "Not allowed"
 
 
+class CsrfError(PermissionDeniedError):
+    """A state-changing request with the session cookie but without the page's CSRF token (or from another site)."""
+
+    code = "csrf_failed"
+    title = "Cross-site request refused"
+
+
 class PayloadTooLargeError(RagError):
     code = "body_too_large"
     status = 413
@@ -210,3 +217,12 @@ class UpstreamUnavailableError(RetryLaterError):
     code = "upstream_unavailable"
     status = 503
     title = "Generation engine unavailable"
+
+
+class IdentityProviderUnavailableError(RetryLaterError):
+    """The OpenID Provider (auth.oidc.issuer) did not answer, or answered nonsense: sign-in and tokens wait for it."""
+
+    code = "identity_provider_unavailable"
+    status = 503
+    title = "Sign-in provider unavailable"
+    retry_after = 30

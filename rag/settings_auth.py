@@ -7,6 +7,7 @@ with none of them, API keys work exactly as before.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -60,6 +61,9 @@ class LdapSettings(Section):
     bind_dn: str | None = Field(None, description="DN to bind as (a read-only service account); unset: anonymous.")
     bind_password: SecretStr | None = Field(None, description="Its password, e.g. RAG_AUTH__LDAP__BIND_PASSWORD.")
     start_tls: bool = Field(False, description="Upgrade an ldap:// connection with StartTLS.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) (PEM) that sign the directory's TLS certificate; default: the system's."
+    )
     user_base: str = Field("", description="Where users are searched, e.g. ou=people,dc=example,dc=org.")
     user_filter: str = Field(
         "(uid={user})", description="Finds the user's entry; {user} is the signed-in user name (escaped)."
@@ -80,6 +84,12 @@ class LdapSettings(Section):
     cache_ttl_s: float = Field(
         300.0, gt=0, description="A user's groups are read again after this long: removal takes effect within it."
     )
+    stale_grace_s: float = Field(
+        300.0,
+        ge=0,
+        description="While the directory cannot be reached, the groups read last are kept this long past the TTL "
+        "(never more than that read gave); then, and for users not read before, requests get 503.",
+    )
     timeout_s: float = Field(5.0, gt=0, description="Timeout of each LDAP request.")
 
 
@@ -89,7 +99,7 @@ class ProxySettings(Section):
     trusted: list[str] = Field(
         default_factory=list,
         description="Addresses or networks (CIDR) of the proxy. Empty: off. A request from any other address "
-        "that carries the user header gets 401.",
+        "that carries any of the identity headers gets 401.",
     )
     user_header: str = Field("X-Remote-User", description="Header with the user name.")
     groups_header: str = Field("X-Remote-Groups", description="Header with the groups, separated by groups_separator.")

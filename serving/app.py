@@ -13,12 +13,14 @@ from fastapi import Depends, FastAPI
 
 from rag.container import Container
 from rag.settings import Settings
-from serving import conversations_api, native_api, openai_api, web_ui
+from serving import conversations_api, native_api, openai_api, signin, web_ui
 from serving.auth import KeyRing, RateLimiter
 from serving.deps import valid_unicode
+from serving.directory import directory
 from serving.middleware import BodyLimitMiddleware
 from serving.observability import AuditLog, ObservabilityMiddleware
 from serving.problems import install_error_handlers
+from serving.proxy_auth import proxy_identity
 
 if TYPE_CHECKING:
     from starlette.types import Lifespan
@@ -57,16 +59,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.auth_failures = RateLimiter(server.auth_failure_limit, "server.auth_failure_limit")
     app.state.audit = audit
     # Identity sources besides API keys, each None until configured (settings `auth`): see serving.auth.
-    app.state.proxy_identity = None  # auth.proxy: identity headers from a trusted reverse proxy
+    app.state.proxy_identity = proxy_identity(container.settings.auth.proxy, audit)  # auth.proxy: trusted headers
     app.state.oidc = None  # auth.oidc: bearer access tokens checked against the provider's JWKS
     app.state.sessions = None  # auth.oidc: the web page's server-side sessions after sign-in
-    app.state.directory = None  # auth.ldap: a signed-in user's directory groups
+    app.state.directory = directory(container.settings.auth.ldap, audit)  # auth.ldap: a signed-in user's groups
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_kb * 1024, max_upload_mb=server.max_upload_mb)
     app.add_middleware(ObservabilityMiddleware)  # added last: outermost, so it sees every response
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
     conversations_api.install(app, container.settings)  # settings `conversations`; routes say so when off
+    signin.install(app, container.settings)  # auth.oidc: app.state.oidc and app.state.sessions, /auth routes
     web_ui.install(app)
     if jobs is not None:
         # Admin keys only (403 for employees); absent (404) unless server.admin_api is true.
@@ -97,6 +100,7 @@ def _lifespan(container: Container, jobs: JobManager | None, owns_container: boo
                 app.state.conversations.close()
             if app.state.audit is not None:
                 app.state.audit.close()
+            signin.close(app)
 
     return lifespan
 

@@ -298,7 +298,7 @@ def serve(
         port=port or settings.server.port,
         log_config=None,  # our handlers: JSON lines with the request id
         access_log=False,  # the app logs one line per request, with its id, route, status and key
-        **connection_options(settings.server),  # timeouts, per-client connection cap, graceful shutdown
+        **connection_options(settings.server, bool(settings.auth.proxy.trusted)),  # timeouts, connection caps, peers
     )
 
 

@@ -59,15 +59,21 @@ class ConnectionLimits:
         )
 
 
-def connection_options(server: ServerSettings) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``: the protocol with our limits, the timeouts."""
+def connection_options(server: ServerSettings, identity_proxy: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``: the protocol with our limits, the timeouts.
+
+    With ``identity_proxy`` (``auth.proxy.trusted`` set) uvicorn keeps the TCP peer's address: its proxy-headers
+    option would take it from X-Forwarded-For, which a client on a trusted-for-forwarding address can write."""
     limits = ConnectionLimits.from_settings(server)
     protocol = type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits})
-    return {
+    options: dict[str, Any] = {
         "http": protocol,
         "timeout_keep_alive": server.keep_alive_timeout_s,
         "timeout_graceful_shutdown": server.shutdown_timeout_s,
     }
+    if identity_proxy:
+        options["proxy_headers"] = False
+    return options
 
 
 def raw_problem(error: RagError, default_headers: list[tuple[bytes, bytes]]) -> bytes:

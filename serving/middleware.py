@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -123,7 +124,8 @@ class BodyLimitMiddleware:
             return
         headers = Headers(scope=scope)
         if scope["path"] in UPLOAD_PATHS and scope["method"] == "POST" and _serves_uploads(scope):
-            refused = _refuse_caller(scope)
+            # In a thread: a first token check or directory read waits on the network, never on the event loop.
+            refused = await run_in_threadpool(_refuse_caller, scope)
             if refused is not None:  # before the body: nothing of it is read, parsed or written anywhere
                 await refused(scope, receive, send)
                 return

@@ -5,7 +5,8 @@
 const KEY = "rag-api-key";
 const $ = (id) => document.getElementById(id);
 const key = () => sessionStorage.getItem(KEY);
-const auth = () => ({ "Authorization": "Bearer " + key() });
+let csrf = null;  // set when signed in by single sign-on: the session cookie goes along, this header with it
+const auth = () => (csrf !== null ? { "X-CSRF-Token": csrf } : { "Authorization": "Bearer " + key() });
 
 function show(signedIn) {
   $("sign-in").hidden = signedIn;
@@ -110,6 +111,24 @@ async function refresh() {
     const docs = await call("/v1/admin/documents");
     $("documents").tBodies[0].replaceChildren(...docs.documents.map(documentRow));
   } catch (error) { failure(error); }
+  loadFeedback();
+}
+
+async function loadFeedback() {
+  const rating = $("feedback-rating").value;
+  try {
+    const listed = await call("/v1/admin/feedback?limit=200" + (rating ? "&rating=" + rating : ""));
+    $("feedback").tBodies[0].replaceChildren(...listed.data.map((f) => {
+      const row = document.createElement("tr");
+      const shown = f.rating === "up" ? "Helpful" : "Not helpful";
+      row.append(cell(f.created), cell(f.user), cell(shown), cell(f.question), cell(f.answer), cell(f.comment || ""));
+      return row;
+    }));
+    $("feedback-error").hidden = true;
+  } catch (error) {
+    $("feedback-error").textContent = "Feedback: " + error.message;
+    $("feedback-error").hidden = false;
+  }
 }
 
 function cell(text) {
@@ -140,6 +159,22 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-in-form").addEventListener("submit", signIn);
   $("upload-form").addEventListener("submit", upload);
   $("path-form").addEventListener("submit", ingestPaths);
-  $("sign-out").addEventListener("click", () => { sessionStorage.removeItem(KEY); show(false); });
-  show(Boolean(key()));
+  $("feedback-rating").addEventListener("change", loadFeedback);
+  $("sign-out").addEventListener("click", async () => {
+    if (csrf !== null) await fetch("/auth/logout", { method: "POST", headers: auth() }).catch(() => null);
+    csrf = null;
+    sessionStorage.removeItem(KEY);
+    show(false);
+  });
+  start();
 });
+
+// A key kept in this tab, else a single sign-on session whose user is an admin (auth.admin_groups).
+async function start() {
+  const config = await fetch("/auth/config").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
+  $("sso").hidden = !config.sso;
+  if (key() || !config.sso) return show(Boolean(key()));
+  const me = await fetch("/auth/me").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  if (me && me.role === "admin" && me.csrf_token) csrf = me.csrf_token;
+  show(csrf !== null);
+}

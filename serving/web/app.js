@@ -6,20 +6,56 @@ const KEY = "rag-api-key";
 const HISTORY = "rag-chat";
 const $ = (id) => document.getElementById(id);
 
-function key() { return sessionStorage.getItem(KEY); }
-function history() { return JSON.parse(sessionStorage.getItem(HISTORY) || "[]"); }
+// How the page proves who it is: an API key typed in (kept in this tab's session storage), or the server-side
+// session that single sign-on set (an HttpOnly cookie the page never sees; state-changing requests carry the
+// session's CSRF token in a header).
+let auth = null;
+
+function savedTurns() { return JSON.parse(sessionStorage.getItem(HISTORY) || "[]"); }
 function saveHistory(turns) { sessionStorage.setItem(HISTORY, JSON.stringify(turns)); }
-function headers() { return { "Authorization": "Bearer " + key(), "Content-Type": "application/json" }; }
+function headers() {
+  const sent = { "Content-Type": "application/json" };
+  if (auth && auth.mode === "key") sent["Authorization"] = "Bearer " + auth.key;
+  if (auth && auth.mode === "session") sent["X-CSRF-Token"] = auth.csrf;
+  return sent;
+}
 
 function show(signedIn) {
   $("sign-in").hidden = signedIn;
   $("chat").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
-  if (signedIn) { renderHistory(); $("question").focus(); } else { $("api-key").focus(); }
+  $("who").hidden = !signedIn;
+  if (!signedIn) $("conversations").hidden = true;
+  if (signedIn) {
+    renderHistory();
+    Conversations.refresh();
+    $("question").focus();
+  } else {
+    $("api-key").focus();
+  }
+}
+
+function showWho(me) {
+  const groups = me.groups && me.groups.length ? " (" + me.groups.join(", ") + ")" : "";
+  $("who").textContent = "Signed in as " + (me.user || me.name || "anonymous") + groups;
 }
 
 function problemText(body, status) {
   return (body && (body.detail || (body.error && body.error.message))) || ("request failed with status " + status);
+}
+
+// A JSON request as the signed-in caller; the problem's text as an Error when it fails (a 401 signs the page out).
+async function call(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    if (response.status === 401) signedOut();
+    const error = new Error(problemText(body, response.status));
+    error.status = response.status;
+    throw error;
+  }
+  return body;
 }
 
 async function signIn(event) {
@@ -35,16 +71,51 @@ async function signIn(event) {
     return;
   }
   sessionStorage.setItem(KEY, candidate);
+  auth = { mode: "key", key: candidate };
   $("api-key").value = "";
+  const me = await call("/auth/me").catch(() => null);
+  showWho(me || {});
   show(true);
 }
 
-function signOut() {
+function signedOut() {
+  auth = null;
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(HISTORY);
+  Conversations.forget();
   $("turns").replaceChildren();
   $("passage").hidden = true;
   show(false);
+}
+
+async function signOut() {
+  if (auth && auth.mode === "session") {
+    // The server deletes the session; the cookie it set is cleared in the same response.
+    await call("/auth/logout", { method: "POST" }).catch(() => null);
+  }
+  signedOut();
+}
+
+// At load: a key kept in this tab, or a single sign-on session (the cookie goes with same-origin requests).
+async function start() {
+  const config = await fetch("/auth/config").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
+  $("sso").hidden = !config.sso;
+  const failed = new URLSearchParams(location.search).get("sign_in_error");
+  if (failed) {
+    $("sign-in-error").textContent = "Single sign-on failed: " + failed;
+    $("sign-in-error").hidden = false;
+    history.replaceState(null, "", "/");
+  }
+  const kept = sessionStorage.getItem(KEY);
+  if (kept) auth = { mode: "key", key: kept };
+  else if (config.sso) auth = { mode: "session", csrf: "" };
+  if (!auth) return show(false);
+  const response = await fetch("/auth/me", { headers: headers() }).catch(() => null);
+  const me = response && response.ok ? await response.json() : null;
+  if (!me && auth.mode === "session") { auth = null; return show(false); }
+  if (me && me.csrf_token) auth.csrf = me.csrf_token;
+  showWho(me || {});
+  show(true);
 }
 
 function turnElement(role, text) {
@@ -71,8 +142,15 @@ function addCitations(item, citations) {
     const chip = document.createElement("button");
     chip.type = "button";
     chip.className = "citation";
-    chip.textContent = "[" + citation.index + "] " + citation.title;
-    chip.addEventListener("click", () => openPassage(citation));
+    if (citation.available === false) {
+      // Reopened after the caller lost access to the document (or it was deleted): its text never comes back.
+      chip.textContent = "[" + citation.index + "] no longer available";
+      chip.disabled = true;
+      chip.classList.add("unavailable");
+    } else {
+      chip.textContent = "[" + citation.index + "] " + citation.title;
+      chip.addEventListener("click", () => openPassage(citation));
+    }
     entry.append(chip);
     list.append(entry);
   }
@@ -81,10 +159,12 @@ function addCitations(item, citations) {
 
 function renderHistory() {
   $("turns").replaceChildren();
-  for (const turn of history()) {
+  for (const turn of savedTurns()) {
     const item = turnElement(turn.role, turn.content);
     if (turn.found === false) item.classList.add("not-found");
+    if (turn.withheld) item.classList.add("withheld");
     addCitations(item, turn.citations);
+    if (turn.role === "assistant" && turn.id) Conversations.addFeedback(item, turn.id, turn.rating);
   }
 }
 
@@ -139,7 +219,7 @@ async function ask(event) {
   if (!question) return;
   $("question").value = "";
   $("chat-error").hidden = true;
-  const turns = history();
+  const turns = savedTurns();
   turns.push({ role: "user", content: question });
   turnElement("user", question);
   const item = turnElement("assistant", "");
@@ -149,17 +229,17 @@ async function ask(event) {
   let answer = "";
   let final = null;
   try {
+    const conversation = await Conversations.ensure(question);
+    const request = { model: "local", stream: true, messages: turns.map((t) => ({ role: t.role, content: t.content })) };
+    if (conversation) request.conversation_id = conversation;
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
-      body: JSON.stringify({
-        model: "local", stream: true,
-        messages: turns.map((t) => ({ role: t.role, content: t.content })),
-      }),
+      body: JSON.stringify(request),
     });
     if (!response.ok) {
       const body = await response.json().catch(() => null);
-      if (response.status === 401) { signOut(); }
+      if (response.status === 401) { signedOut(); }
       throw new Error(problemText(body, response.status));
     }
     const reader = response.body.getReader();
@@ -196,13 +276,17 @@ async function ask(event) {
   if (!found) item.classList.add("not-found");
   const citations = final ? final.citations || [] : [];
   addCitations(item, citations);
-  turns.push({ role: "assistant", content: answer, found, citations });
+  const id = final ? final.message_id : undefined;
+  if (id) Conversations.addFeedback(item, id);
+  turns.push({ role: "assistant", content: answer, found, citations, id });
   saveHistory(turns);
+  Conversations.refresh();
   $("question").focus();
 }
 
 function newChat() {
   sessionStorage.removeItem(HISTORY);
+  Conversations.forget();
   $("turns").replaceChildren();
   $("passage").hidden = true;
   $("question").focus();
@@ -218,5 +302,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("question").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("ask-form").requestSubmit(); }
   });
-  show(Boolean(key()));
+  start();
 });

@@ -22,9 +22,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    options = connection_options(app.state.container.settings.server)
+def running(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """The app's URL while it serves; ``port`` when the address must be known first (an OIDC redirect URI)."""
+    port = port or free_port()
+    settings = app.state.container.settings
+    options = connection_options(settings.server, bool(settings.auth.proxy.trusted))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
