@@ -149,8 +149,8 @@ const Conversations = {
       status.textContent = comment ? "Thank you for the comment." : "Thank you.";
       return true;
     };
-    const up = button("Helpful", "👍", async () => { if (await send("up")) this.commentForm(box, send, "up"); });
-    const down = button("Not helpful", "👎", async () => { if (await send("down")) this.commentForm(box, send, "down"); });
+    const up = button(null, "Helpful", async () => { if (await send("up")) this.commentForm(box, send, "up"); });
+    const down = button(null, "Not helpful", async () => { if (await send("down")) this.commentForm(box, send, "down"); });
     up.setAttribute("aria-pressed", String(rating === "up"));
     down.setAttribute("aria-pressed", String(rating === "down"));
     box.append(up, down, status);
