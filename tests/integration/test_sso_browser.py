@@ -20,7 +20,7 @@ from rag.container import Container
 from rag.settings import load_settings
 from rag.store import ChromaStore
 from serving.app import create_app
-from tests.fakes import api_key_settings, auth
+from tests.fakes import TEST_KEYS, api_key_settings, auth
 from tests.fixtures.oidc import WEB_CLIENT, WEB_SECRET, running_provider, web_client
 from tests.fixtures.slapd import running_slapd
 from tests.integration.test_web_page import ARTIFACTS, browser  # noqa: F401 - the module's browser fixture
@@ -48,7 +48,7 @@ DOCUMENTS = {
 def app_for(real_container, tmp_path: Path, issuer: str, ldap: dict):  # noqa: ANN001, ANN201
     settings = load_settings(
         data_dir=tmp_path / "data",
-        server={"api_keys": api_key_settings()},
+        server={"api_keys": api_key_settings(), "admin_api": True},
         auth={
             "oidc": {"issuer": issuer, "client_id": WEB_CLIENT, "client_secret": WEB_SECRET},
             "ldap": ldap,
@@ -139,6 +139,14 @@ def test_sign_in_directory_groups_removal_conversations_and_sign_out(real_contai
             rated = httpx.get(url + "/v1/admin/feedback", headers=auth("admin")).json()["data"]
             assert [(f["user"], f["rating"], f["comment"]) for f in rated] == [("ann", "up", "Right, and quick.")]
             assert rated[0]["question"] == "When is the office open on weekdays?" and "7:30" in rated[0]["answer"]
+            admin = context.new_page()
+            admin.goto(url + "/admin")
+            admin.get_by_label("API key").fill(TEST_KEYS["admin"][0])
+            admin.get_by_role("button", name="Sign in").click()
+            row = admin.locator("#feedback tbody tr").filter(has_text="Right, and quick.")
+            row.wait_for()
+            assert "ann" in row.inner_text() and "Helpful" in row.inner_text()
+            admin.close()
 
             # Sign out: the session is deleted on the server, not only forgotten by the browser.
             page.get_by_role("button", name="Sign out").click()
