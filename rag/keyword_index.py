@@ -197,22 +197,21 @@ class KeywordIndex(DocumentRegistry):
             # A word in at most ``limit`` chunks of all is in at most that many of the caller's: kept, uncounted.
             # The others are counted among the caller's chunks, only up to ``limit + 1`` (enough to know it is too
             # common for them); exact counts are needed only to pick the rarest when every word is too common.
-            counts = {w: anywhere[w] for w in words if anywhere.get(w, 0) and anywhere[w] <= limit}
+            rare = [w for w in words if 0 < anywhere.get(w, 0) <= limit]
             common = [w for w in words if anywhere.get(w, 0) > limit]
-            for word in common:
-                counts[word] = self._visible_count(conn, word, visible, params, cap=int(limit) + 1)
-            if common and not any(0 < n <= limit for n in counts.values()):
-                counts.update({w: self._visible_count(conn, w, visible, params) for w in common})
-            ordered = sorted((w for w in counts if counts[w]), key=lambda w: counts[w])
-            chosen = [w for w in ordered if counts[w] <= limit] or ordered[:2]
-            for word in chosen:
-                found = conn.execute(
-                    "SELECT c.id, v.n, c.length FROM (SELECT doc, count(*) AS n FROM chunks_instances WHERE term = ? "
-                    f"GROUP BY doc) v JOIN chunks c ON c.rowid = v.doc WHERE {visible}",
-                    [word, *params],
-                ).fetchall()
+            counts = {w: self._visible_count(conn, w, visible, params, cap=int(limit) + 1) for w in common}
+            chosen = {w: anywhere[w] for w in rare} | {w: counts[w] for w in common if 0 < counts[w] <= limit}
+            for word in sorted(chosen, key=lambda w: chosen[w]):  # rarest first: the scores' sums add up the same
+                found = self._matches(conn, word, visible, params)
                 if found:
                     hits[word] = found
+            # Every word the caller can see is too common for them: the two rarest, by exact counts among their
+            # own chunks. Decided on what the caller found, not on counts of all chunks: a word that only hidden
+            # documents hold must not crowd out the caller's own words (an empty answer would tell them it exists).
+            if not hits and common:
+                exact = {w: self._visible_count(conn, w, visible, params) for w in common}
+                for word in sorted((w for w in common if exact[w]), key=lambda w: exact[w])[:2]:
+                    hits[word] = self._matches(conn, word, visible, params)
         if not hits:
             return []
         scores: dict[str, float] = {}
@@ -242,6 +241,15 @@ class KeywordIndex(DocumentRegistry):
         word is counted among the caller's chunks, never a score."""
         sql = "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)"
         return conn.execute(sql, [f'"{word}"', cap]).fetchone()[0]
+
+    @staticmethod
+    def _matches(conn: sqlite3.Connection, word: str, visible: str, params: list) -> list[tuple[str, int, int]]:
+        """(chunk id, times the word is in it, chunk length) of the caller's chunks that hold the word."""
+        return conn.execute(
+            "SELECT c.id, v.n, c.length FROM (SELECT doc, count(*) AS n FROM chunks_instances WHERE term = ? "
+            f"GROUP BY doc) v JOIN chunks c ON c.rowid = v.doc WHERE {visible}",
+            [word, *params],
+        ).fetchall()
 
     @staticmethod
     def _visible_count(conn: sqlite3.Connection, word: str, visible: str, params: list, cap: int | None = None) -> int:

@@ -128,3 +128,13 @@ def test_a_word_in_very_many_chunks_of_all_is_left_out_for_every_caller(store, c
     monkeypatch.setattr(keyword_scale, "COMMON_ANYWHERE", portal)  # at the bar: still read
     assert search(store, True, "portal", 100, {"public"}) == search(store, False, "portal", 100, {"public"})
     assert calls
+
+
+def test_a_word_only_hidden_documents_hold_does_not_crowd_out_the_callers_words_on_the_array_path(
+    tmp_path, calls, monkeypatch
+):
+    monkeypatch.setattr(KeywordIndex, "SCALE_FROM", 0)
+    test_keyword_statistics.test_a_word_only_hidden_documents_hold_does_not_crowd_out_the_callers_words(
+        tmp_path, monkeypatch
+    )
+    assert calls

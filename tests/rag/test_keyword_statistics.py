@@ -127,3 +127,25 @@ def test_counting_words_in_all_chunks_only_up_to_the_limit_changes_no_result(tmp
     monkeypatch.setattr(keyword_index.KeywordIndex, "_global_count", staticmethod(exact))
     assert capped == [store.keyword_search(q, 20, c, common_share=0.01) for q in queries for c in callers]
     assert sum(1 for found in capped if found) >= len(capped) - 6
+
+
+def test_a_word_only_hidden_documents_hold_does_not_crowd_out_the_callers_words(tmp_path: Path, monkeypatch):
+    """When every word the caller can see is too common for them, the two rarest are searched. A rarer word that
+    only a hidden document holds must not take their place: the caller would get nothing, and so learn that hidden
+    documents hold it. The results are those of the same index without the hidden document."""
+    from rag import keyword_index
+
+    monkeypatch.setattr(keyword_index, "COMMON_FLOOR", 4)  # portal and leave are common among 60 chunks
+    stores = []
+    for name, with_hidden in (("without", False), ("with", True)):
+        store = DocStore(tmp_path / f"{name}.sqlite3")
+        for n in range(60):
+            add_document(store, f"d{n}", f"portal leave notes {'travel' if n % 2 else 'kitchen'}", ["public"])
+        if with_hidden:
+            add_document(store, "secret", "zephyrgram portal", ["group:board"])
+        stores.append(store)
+    query = "portal leave zephyrgram"
+    seen = stores[0].keyword_search(query, 10, {"public"}, common_share=0.01)
+    assert len(seen) == 10
+    assert stores[1].keyword_search(query, 10, {"public"}, common_share=0.01) == seen
+    assert stores[1].keyword_search(query, 10, {"group:board"}, common_share=0.01)[0][0] == "secret-0"
