@@ -89,11 +89,16 @@ function signedOut() {
 }
 
 async function signOut() {
+  let ended = null;
   if (auth && auth.mode === "session") {
     // The server deletes the session; the cookie it set is cleared in the same response.
-    await call("/auth/logout", { method: "POST" }).catch(() => null);
+    ended = await call("/auth/logout", { method: "POST" }).catch(() => null);
   }
   signedOut();
+  // Signed out here; the provider may still remember the browser: offer its own sign-out page too.
+  const provider = ended && ended.end_session_url;
+  $("sso-sign-out").hidden = !provider;
+  if (provider) $("sso-sign-out-link").href = provider;
 }
 
 // At load: a key kept in this tab, or a single sign-on session (the cookie goes with same-origin requests).

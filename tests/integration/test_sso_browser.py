@@ -153,8 +153,13 @@ def test_sign_in_directory_groups_removal_conversations_and_sign_out(real_contai
             page.locator("#sign-in").wait_for(state="visible")
             gone = httpx.get(url + "/auth/me", headers={"Cookie": f"rag_session={cookie['value']}"})
             assert gone.status_code == 401 and gone.headers["content-type"].startswith("application/problem+json")
-            page.goto(url + "/")
+            # And at the provider, when she follows the offer: signing in again then asks for her password.
+            page.get_by_role("link", name="Also sign out at your identity provider").click()
+            page.get_by_role("button", name="Yes, sign me out").click()
             page.locator("#sign-in").wait_for(state="visible")
+            assert page.url.startswith(url)
+            page.get_by_role("link", name="Sign in with single sign-on").click()
+            page.locator("input[name=password]").wait_for()
             assert errors == []
             context.close()
 
