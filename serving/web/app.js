@@ -286,6 +286,7 @@ async function ask(event) {
   turns.push({ role: "assistant", content: answer, found, citations, id });
   saveHistory(turns);
   Conversations.refresh();
+  call("/auth/me").then(showWho).catch(() => null);  // groups as the directory gives them now
   $("question").focus();
 }
 

@@ -121,6 +121,8 @@ def test_sign_in_directory_groups_removal_conversations_and_sign_out(real_contai
             ldap.remove_member("finance", "ann")
             time.sleep(TTL_S + 0.5)
             assert not any("Expense claims" in t for t in ask(page, EXPENSES))
+            page.locator("#who").filter(has_not_text="finance").wait_for()  # the bar follows the directory too
+            assert "hr" in page.locator("#who").inner_text()
 
             # The conversation is saved; reopened, the citation she may no longer see shows no text.
             page.get_by_role("button", name="New conversation").click()
