@@ -24,7 +24,7 @@ class DocumentPreview(BaseModel):
     text: str = Field(description="The indexed text, chunks in reading order with their overlaps removed.")
 
 
-def _visible_record(store: Store, doc_id: str, identity: Identity | None) -> DocumentRecord:
+def visible_record(store: Store, doc_id: str, identity: Identity | None) -> DocumentRecord:
     """The registry record, if ``identity`` (None: anonymous) may see the document. A document that exists but is
     not visible gets the same 404 as one that does not exist, so its existence is not revealed."""
     record = store.document(doc_id)
@@ -36,7 +36,7 @@ def _visible_record(store: Store, doc_id: str, identity: Identity | None) -> Doc
 
 def original_file(store: Store, doc_id: str, identity: Identity | None) -> Path:
     """The original file of a document the caller may see, if it is still where it was ingested from."""
-    record = _visible_record(store, doc_id, identity)
+    record = visible_record(store, doc_id, identity)
     path = Path(record.path)
     if not path.is_file():
         raise NotFoundError(f"the original file of document {doc_id} is no longer at {record.path}")
@@ -45,7 +45,7 @@ def original_file(store: Store, doc_id: str, identity: Identity | None) -> Path:
 
 def preview(store: Store, doc_id: str, identity: Identity | None) -> DocumentPreview:
     """The document's indexed text, under the same access check as retrieval."""
-    record = _visible_record(store, doc_id, identity)
+    record = visible_record(store, doc_id, identity)
     text = ""
     for piece in store.document_texts(doc_id):
         text = join_overlapping(text, piece) if text else piece

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rag.container import Container
 from rag.conversations import ConversationStore, cited_documents, recheck, settings_fingerprint
-from rag.documents import _visible_record
+from rag.documents import visible_record
 from rag.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from rag.schemas import Answer
 from rag.settings import Settings
@@ -116,7 +116,7 @@ def visible_documents(container: Container, doc_ids: set[str], principal: Princi
     visible = set()
     for doc_id in doc_ids:
         try:
-            _visible_record(container.store, doc_id, principal.identity)
+            visible_record(container.store, doc_id, principal.identity)
         except NotFoundError:
             continue
         visible.add(doc_id)
