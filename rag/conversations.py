@@ -143,8 +143,8 @@ class ConversationStore(SQLiteFile):
 
     def check_owner(self, owner: str, cid: str) -> None:
         """NotFoundError unless ``cid`` is one of the owner's conversations."""
-        if not self._read("SELECT 1 FROM conversations WHERE id = ? AND owner = ?", (cid, owner)):
-            raise _missing(cid)
+        with self._reader() as conn:
+            _owned(conn, owner, cid)
 
     def rename(self, owner: str, cid: str, title: str) -> dict:
         with self._transaction() as conn:
@@ -158,8 +158,7 @@ class ConversationStore(SQLiteFile):
     def delete(self, owner: str, cid: str) -> None:
         """Delete the conversation, its messages and its feedback, and truncate the log that held their pages."""
         with self._transaction() as conn:
-            if not conn.execute("SELECT 1 FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone():
-                raise _missing(cid)
+            _owned(conn, owner, cid)
             _delete(conn, [cid])
         self.truncate_log()
 
@@ -170,9 +169,7 @@ class ConversationStore(SQLiteFile):
         ids = new_id("msg_"), new_id("msg_")
         details = json.dumps({k: answer.get(k) for k in ANSWER_FIELDS}, ensure_ascii=False)
         with self._transaction() as conn:
-            found = conn.execute("SELECT title FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone()
-            if found is None:
-                raise _missing(cid)
+            found = _owned(conn, owner, cid)
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (cid,))
             last = seq.fetchone()[0]
             rows = [
@@ -208,13 +205,10 @@ class ConversationStore(SQLiteFile):
                 (cid, seq),
             ).fetchone()
             stamp, fid = now(), new_id("fb_")
-            conn.execute(
-                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, user) DO UPDATE "
-                "SET rating = excluded.rating, comment = excluded.comment, created = excluded.created",
-                (fid, message_id, cid, user, rating, comment, stamp, asked[0] if asked else "", content, details),
-            )
             fid = conn.execute(
-                "SELECT id FROM feedback WHERE message_id = ? AND user = ?", (message_id, user)
+                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, user) DO UPDATE "
+                "SET rating = excluded.rating, comment = excluded.comment, created = excluded.created RETURNING id",
+                (fid, message_id, cid, user, rating, comment, stamp, asked[0] if asked else "", content, details),
             ).fetchone()[0]
         return {"id": fid, "message_id": message_id, "rating": rating, "comment": comment, "created": stamp}
 
@@ -252,11 +246,13 @@ class ConversationStore(SQLiteFile):
         return len(old)
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
-            try:
-                return self.conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                raise self._fault(exc) from exc
+        """Rows from a pooled read-only connection (``SQLiteFile._reader``): reads do not wait on each other or on
+        the writer's lock."""
+        try:
+            with self._reader() as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise self._fault(exc) from exc
 
 
 def _delete(conn: sqlite3.Connection, ids: list[str]) -> None:
@@ -270,6 +266,14 @@ def _message(mid: str, role: str, content: str, created: str, details: str | Non
     """A stored message; an answer with its fields and the owner's rating of it (up, down or null)."""
     message = {"id": mid, "role": role, "content": content, "created": created}
     return message | json.loads(details) | {"rating": rated.get(mid)} if details else message
+
+
+def _owned(conn: sqlite3.Connection, owner: str, cid: str) -> tuple[str]:
+    """(title,) of the owner's conversation ``cid``; NotFoundError for one that is missing or another user's."""
+    found = conn.execute("SELECT title FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone()
+    if found is None:
+        raise _missing(cid)
+    return found
 
 
 def _missing(cid: str) -> NotFoundError:

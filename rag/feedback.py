@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from rag.errors import InvalidRequestError
+from rag.storage import PRIVATE_FILE
 
 _MARKER = re.compile(r"\s*\[\d+\]")
 
@@ -78,7 +79,7 @@ def write_dataset(rows: Iterable[dict], out: Path) -> int:
             lines.append(comment_line(row))
         lines.append(json.dumps(eval_item(row), ensure_ascii=False) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.writelines(lines)
     return len(seen)

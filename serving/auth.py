@@ -244,28 +244,28 @@ def authenticate(request: Request) -> Principal:
 
 
 def _identify(request: Request, state: Any) -> Principal | None:  # noqa: ANN401 - the app's state
-    proxy = getattr(state, "proxy_identity", None)
+    proxy = state.proxy_identity
     if proxy is not None:
         principal = proxy.principal(request)
         if principal is not None:
             return principal
     key = presented_key(request)
     if key is not None:
-        verifier = getattr(state, "oidc", None)
+        verifier = state.oidc
         if verifier is not None and verifier.looks_like_token(key):
             return verifier.principal(key)
         found = state.keyring.lookup(key)
         if found is None:
             raise AuthenticationError("the API key is not valid (unknown or revoked): ask an admin for a key")
         return Principal(found.name, found.user, frozenset(found.groups), found.role)
-    sessions = getattr(state, "sessions", None)
+    sessions = state.sessions
     return sessions.principal(request) if sessions is not None else None
 
 
 def _with_directory_groups(request: Request, principal: Principal) -> Principal:
     """The directory's groups added to a signed-in user's own, and role admin for members of auth.admin_groups."""
     state = request.app.state
-    directory = getattr(state, "directory", None)
+    directory = state.directory
     groups = principal.groups
     if directory is not None and principal.user:
         groups = groups | directory.groups(principal.user)
